@@ -61,6 +61,18 @@ def test_greedy_matches_transformers(setup):
     assert torch.equal(ours, theirs)
 
 
+def test_single_row_greedy_matches_transformers(setup):
+    """One row and >= 16 steps: the path that reads a transposed copy of the output matrix (tied and untied)."""
+    model, ids, mask, eos = setup
+    for untied in (False, True):
+        if untied:
+            model = build_model(model.config.replace(tie_embeddings=False), seed=3).eval()
+        for row in range(ids.shape[0]):
+            ids_1S, mask_1S = ids[row : row + 1], mask[row : row + 1]
+            ours = generate(model, ids_1S, mask_1S, max_new_tokens=20, min_new_tokens=20, eos_token_id=eos)
+            assert torch.equal(ours, _hf_generate(model, ids_1S, mask_1S, eos, max_new_tokens=20, min_new_tokens=20))
+
+
 @pytest.mark.parametrize(
     ("num_beams", "length_penalty", "early_stopping"),
     [(3, 1.0, False), (4, 0.5, True), (4, 2.0, "never"), (4, -1.0, False)],

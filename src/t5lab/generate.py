@@ -107,6 +107,8 @@ def generate(
         )
     if config.eos_token_id is None:
         config = dataclasses.replace(config, eos_token_id=model.config.eos_token_id)
+    if attention_mask is not None and bool(attention_mask.all()):
+        attention_mask = None  # no padding: skip adding a zero mask in every attention layer at every step
     hidden_BSD, _ = model.encode(input_ids, attention_mask)
     # Every decoder row needs its input's encoder output: beams and returned samples are adjacent copies.
     copies = config.num_beams if config.num_beams > 1 else config.num_return_sequences
@@ -131,6 +133,12 @@ class DecoderSteps:
         self.bias_table = model.decoder.self_attention_bias(max_length, max_length, 0, hidden_BSD.dtype)
         config = model.config
         self.start_id, self.pad_id = config.decoder_start_token_id, config.pad_token_id
+        self.output_weight_DV = None
+        if hidden_BSD.shape[0] == 1 and hidden_BSD.device.type == "cpu" and max_length >= 16:
+            # A one-row step is bound by reading the [V, D] output matrix, and CPU BLAS reads it about 3x faster
+            # stored as [D, V] (MKL, 2 AMD cores: 1.5 vs 5.0 ms at 32128 x 256, 3.6 vs 7.6 ms at 32128 x 512).
+            # The copy costs 20-60 ms, paid back within about 16 steps.
+            self.output_weight_DV = _transposed(model.output_weight())
 
     def __call__(self, tokens_B: torch.Tensor) -> torch.Tensor:
         """Logits [B, V] (fp32) for the next position, given the tokens chosen at the previous step."""
@@ -138,11 +146,24 @@ class DecoderSteps:
         logits_B1V, _ = self.model.decode(
             tokens_B[:, None], self.hidden_BSD, self.mask_BS, self.cache,
             position_bias=self.bias_table[:, :, t : t + 1, : t + 1],
+            output_weight_DV=self.output_weight_DV,
         )
         return logits_B1V[:, 0].float()
 
     def start_tokens(self, rows: int) -> torch.Tensor:
         return torch.full((rows,), self.start_id, dtype=torch.long, device=self.hidden_BSD.device)
+
+
+def _transposed(weight_VD: torch.Tensor, rows_per_block: int = 512) -> torch.Tensor:
+    """`weight_VD.t().contiguous()`, copied in row blocks that stay in cache (1.6-2x faster on CPU).
+
+    Made anew for every call: a copy kept across calls could go stale unnoticed, since in-place updates
+    through `.data` leave a tensor's version counter alone.
+    """
+    weight_DV = weight_VD.new_empty(weight_VD.shape[1], weight_VD.shape[0])
+    for start in range(0, weight_VD.shape[0], rows_per_block):
+        weight_DV[:, start : start + rows_per_block] = weight_VD[start : start + rows_per_block].t()
+    return weight_DV
 
 
 def _filter_logits(logits_BV: torch.Tensor, config: GenerationConfig) -> torch.Tensor:

@@ -137,10 +137,12 @@ class T5(nn.Module):
         attention_mask_BS: torch.Tensor | None = None,
         cache: KVCache | None = None,
         position_bias: torch.Tensor | None = None,
+        output_weight_DV: torch.Tensor | None = None,
     ):
         """Decoder logits [B, T, V] for the given target prefix (one new position per step with a cache).
 
         `position_bias`: the decoder's self-attention bias for these positions, precomputed (see `Stack.forward`).
+        `output_weight_DV`: see `output_logits`.
         """
         hidden_BTD, routers = self.decoder(
             self.shared(decoder_input_ids_BT),
@@ -149,14 +151,21 @@ class T5(nn.Module):
             cache=cache,
             position_bias=position_bias,
         )
-        return self.output_logits(hidden_BTD), routers
+        return self.output_logits(hidden_BTD, output_weight_DV), routers
 
-    def output_logits(self, hidden_BTD: torch.Tensor) -> torch.Tensor:
+    def output_weight(self) -> torch.Tensor:
+        """The output projection [V, D]: the shared embedding when tied, else `lm_head`."""
+        return self.shared.weight if self.lm_head is None else self.lm_head.weight
+
+    def output_logits(self, hidden_BTD: torch.Tensor, output_weight_DV: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [B, T, V]. `output_weight_DV`: `output_weight()` transposed to [D, V] and contiguous, which
+        generation keeps for its one-row steps on CPU (see `t5lab.generate.DecoderSteps`)."""
         if self.lm_head is None:
             # Tied output embedding: Mesh-TF rescales by d_model**-0.5 (v1.1's untied head is not rescaled).
-            hidden_BTD, weight_VD = hidden_BTD * self.config.d_model**-0.5, self.shared.weight
-        else:
-            weight_VD = self.lm_head.weight
+            hidden_BTD = hidden_BTD * self.config.d_model**-0.5
+        if output_weight_DV is not None:
+            return hidden_BTD @ output_weight_DV
+        weight_VD = self.output_weight()
         B, T, D = hidden_BTD.shape
         if B * T <= 16:
             # Decoding steps: CPU BLAS runs the thin product W h^T up to 2.6x faster than h W^T (measured at
