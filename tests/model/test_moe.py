@@ -137,10 +137,25 @@ def test_layer_reports_its_losses_with_their_coefficients(moe_config):
 
 @pytest.mark.parametrize(
     "changes",
-    [dict(), dict(router_top_k=2), dict(feed_forward="gated-gelu", router_bias=True), dict(expert_capacity=None)],
+    [
+        dict(),
+        dict(router_top_k=2),
+        dict(feed_forward="gated-gelu", router_bias=True),
+        dict(expert_capacity=None),
+        dict(num_experts=16, expert_capacity=1),  # experts without tokens
+    ],
 )
-def test_batched_dispatch_equals_reference_loop(moe_config, changes):
-    config = moe_config.replace(**changes)
+@pytest.mark.parametrize("grouped", [True, False], ids=["grouped_mm", "padded_bmm"])
+def test_batched_dispatch_equals_reference_loop(moe_config, changes, grouped, monkeypatch):
+    calls = []
+    if grouped:
+        if not hasattr(F, "grouped_mm"):
+            pytest.skip("this torch has no F.grouped_mm")
+        grouped_mm = F.grouped_mm
+        monkeypatch.setattr(F, "grouped_mm", lambda *a, **k: calls.append(1) or grouped_mm(*a, **k))
+    else:
+        monkeypatch.delattr(F, "grouped_mm", raising=False)
+    config = moe_config.replace(d_ff=40, **changes)  # grouped_mm needs 16-byte strides: d_model 24, d_ff 40
     layer = _layer(config).train()
     x = torch.randn(3, 9, config.d_model)
     results = []
@@ -157,6 +172,7 @@ def test_batched_dispatch_equals_reference_loop(moe_config, changes):
     for a, b in zip(gp_b, gp_r, strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
     assert layer.router.weight.grad.abs().sum() > 0  # the router learns through the gate
+    assert bool(calls) == grouped
 
 
 def test_model_loss_includes_router_losses(moe_config):

@@ -28,8 +28,8 @@ train: {{steps: 12, batch_size: 4, grad_accum: 2, optimizer: adamwscale, lr: 0.0
 """
 
 # Losses at steps 1, 6 and 12 of the tiny recipe, recorded on CPU (one thread) with torch 2.13 and sentencepiece
-# 0.2: a change in numerics (model, optimiser, schedule, data pipeline, tokenizer) shows up here.
-GOLDEN = {1: 6.104836, 6: 5.303019, 12: 4.679255}
+# 0.2: a change in numerics (model, dropout masks, optimiser, schedule, data pipeline, tokenizer) shows up here.
+GOLDEN = {1: 6.209219, 6: 5.112215, 12: 4.742903}
 
 
 def _sentences(seed: int, count: int) -> list[str]:

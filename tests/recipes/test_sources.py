@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from t5lab import T5LabError, build_model
+from t5lab.model.layers import Dropout
 from t5lab.recipes.sources import resolve_data_dir, resolve_model, resolve_tasks, task_names, with_dropout
 from t5lab.shapes import with_experts
 
@@ -37,7 +38,7 @@ def test_dropout_is_set_for_fine_tuning_and_expert_dropout_only_for_switch(tiny_
     assert with_dropout(tuned, 0.1, 0.4) is tuned
     switch = with_dropout(build_model(with_experts(tiny_config, 4), seed=0), 0.1, 0.4)
     assert (switch.config.dropout, switch.config.expert_dropout) == (0.1, 0.4)
-    assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.4 for m in switch.modules())
+    assert any(isinstance(m, Dropout) and m.p == 0.4 for m in switch.modules())
 
 
 def test_model_and_tokenizer_must_agree(tiny_config, spiece_model, tmp_path) -> None:

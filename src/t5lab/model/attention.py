@@ -4,7 +4,7 @@ T5 specifics: no 1/sqrt(d_kv) scaling (folded into the initialisation), softmax 
 q/k/v/o, inner width H*K that need not equal d_model. Variants: `num_kv_heads` < H (shared heads: one key/
 value head serves all query heads) and `tie_key_value` (one projection gives both keys and values).
 
-A kernel takes (q [B,H,T,K], k [B,G,S,K], v [B,G,S,K], bias [B|1, H, T, S], dropout) and returns [B,H,T,K].
+A kernel takes (q [B,H,T,K], k [B,G,S,K], v [B,G,S,K], bias [B|1, H, T, S], dropout_p) and returns [B,H,T,K].
 `bias` is the stack's relative position bias with the padding/causal mask already added, so every kernel
 sees the same inputs; "eager" is the reference the others are checked against.
 """
@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from t5lab.config import ModelConfig
+from t5lab.model.layers import dropout
 
 Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
 
@@ -30,7 +31,7 @@ def _expand_kv_heads(x_BGSK: torch.Tensor, num_heads: int) -> torch.Tensor:
     return x_BGSK.repeat_interleave(num_heads // groups, dim=1)
 
 
-def eager_attention(q, k, v, bias, dropout: float) -> torch.Tensor:
+def eager_attention(q, k, v, bias, dropout_p: float) -> torch.Tensor:
     """The reference: explicit scores, bias added, fp32 softmax, as transformers' T5."""
     k = _expand_kv_heads(k, q.shape[1])
     v = _expand_kv_heads(v, q.shape[1])
@@ -38,26 +39,25 @@ def eager_attention(q, k, v, bias, dropout: float) -> torch.Tensor:
     if bias is not None:
         scores_BHTS = scores_BHTS + bias
     weights_BHTS = torch.softmax(scores_BHTS.float(), dim=-1).type_as(q)
-    if dropout > 0:
-        weights_BHTS = F.dropout(weights_BHTS, p=dropout)
+    weights_BHTS = dropout(weights_BHTS, dropout_p)
     return torch.matmul(weights_BHTS, v)
 
 
-def sdpa_attention(q, k, v, bias, dropout: float) -> torch.Tensor:
+def sdpa_attention(q, k, v, bias, dropout_p: float) -> torch.Tensor:
     """PyTorch's fused scaled_dot_product_attention with T5's bias as an additive mask and scale 1."""
     k = _expand_kv_heads(k, q.shape[1])
     v = _expand_kv_heads(v, q.shape[1])
     mask = None if bias is None else bias.to(q.dtype)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=1.0)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=1.0)
 
 
-def fused_attention(q, k, v, bias, dropout: float) -> torch.Tensor:
+def fused_attention(q, k, v, bias, dropout_p: float) -> torch.Tensor:
     """SDPA's fused kernels wherever the bias needs no gradient (cross-attention, padding masks, inference),
     which never materialise the [B, H, T, S] probabilities; the eager path where the learned relative bias
     needs its gradient, which PyTorch's fused kernels do not return."""
     if bias is not None and bias.requires_grad and torch.is_grad_enabled():
-        return eager_attention(q, k, v, bias, dropout)
-    return sdpa_attention(q, k, v, bias, dropout)
+        return eager_attention(q, k, v, bias, dropout_p)
+    return sdpa_attention(q, k, v, bias, dropout_p)
 
 
 ATTENTION_BACKENDS: dict[str, Kernel] = {"eager": eager_attention, "sdpa": sdpa_attention, "fused": fused_attention}

@@ -17,7 +17,7 @@ from torch import nn
 
 from t5lab.config import ModelConfig
 from t5lab.model.attention import ATTENTION_BACKENDS, Attention, KVCache
-from t5lab.model.layers import FeedForward, RelativePositionBias, RMSNorm
+from t5lab.model.layers import Dropout, FeedForward, RelativePositionBias, RMSNorm
 
 
 @dataclass
@@ -47,7 +47,7 @@ class Block(nn.Module):
             self.cross_attn = Attention(config)
         self.ffn_norm = RMSNorm(config.d_model, config.layer_norm_eps)
         self.ffn = feed_forward
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
     def forward(self, x, bias, source=None, source_bias=None, cache=None, layer: int = 0):
         x = x + self.dropout(self.self_attn(self.self_attn_norm(x), bias, cache=cache, layer=layer))
@@ -70,7 +70,7 @@ class Stack(nn.Module):
             Block(config, feed_forward_factory(i, decoder), cross_attention=decoder) for i in range(num_layers)
         )
         self.final_norm = RMSNorm(config.d_model, config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
     def self_attention_bias(self, query_length: int, key_length: int, offset: int, dtype: torch.dtype):
         """Relative position bias [1, H, T, S] for queries at offset..offset+T-1, causal mask added in a decoder."""
