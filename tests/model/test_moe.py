@@ -176,7 +176,7 @@ def test_batched_dispatch_equals_reference_loop(moe_config, changes, grouped, mo
 
 
 def test_model_loss_includes_router_losses(moe_config):
-    model = build_model(moe_config, seed=0)
+    model = build_model(moe_config, seed=0).eval()
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(2, moe_config.vocab_size, (2, 9), generator=g)
     labels = torch.randint(2, moe_config.vocab_size, (2, 5), generator=g)

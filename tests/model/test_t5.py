@@ -22,17 +22,37 @@ def _batch(config, B=3, S=9, T=7, seed=0):
 
 def test_forward_shapes_and_loss(model, tiny_config):
     ids, labels = _batch(tiny_config)
-    out = model(ids, labels=labels)
+    out = model.eval()(ids, labels=labels)
     assert out.logits.shape == (3, 7, tiny_config.vocab_size)
     expected = torch.nn.functional.cross_entropy(out.logits.flatten(0, 1), labels.flatten())
     torch.testing.assert_close(out.loss, expected)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_training_loss_is_fused_with_the_same_value_and_gradients(tiny_config, tied):
+    """In training the output layer and the loss run fused (no logits); loss and every gradient equal the
+    plain path's (eval mode: the same numbers, since the test config has no dropout)."""
+    model = build_model(tiny_config.replace(tie_embeddings=tied), seed=0)
+    ids, labels = _batch(tiny_config)
+    labels[0, 3:] = -100
+    results = []
+    for training in (True, False):
+        model.train(training).zero_grad()
+        out = model(ids, labels=labels)
+        out.loss.backward()
+        assert (out.logits is None) == training
+        results.append((out.loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    (loss_fused, grads_fused), (loss_plain, grads_plain) = results
+    torch.testing.assert_close(loss_fused, loss_plain)
+    for a, b in zip(grads_fused, grads_plain, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
 
 
 def test_ignored_labels_do_not_count(model, tiny_config):
     ids, labels = _batch(tiny_config)
     masked = labels.clone()
     masked[:, 4:] = -100
-    out = model(ids, labels=masked)
+    out = model.eval()(ids, labels=masked)
     # Teacher forcing uses the shifted labels, so compare against logits from the same decoder inputs.
     ref = torch.nn.functional.cross_entropy(out.logits[:, :4].flatten(0, 1), labels[:, :4].flatten())
     torch.testing.assert_close(out.loss, ref)
@@ -53,7 +73,7 @@ def test_encoder_padding_is_invisible(model, tiny_config):
     ids, labels = _batch(tiny_config, B=1, S=6)
     padded = torch.cat([ids, torch.zeros(1, 4, dtype=torch.long)], dim=1)
     mask = torch.cat([torch.ones(1, 6), torch.zeros(1, 4)], dim=1).long()
-    a = model(ids, labels=labels).logits
+    a = model.eval()(ids, labels=labels).logits
     b = model(padded, attention_mask=mask, labels=labels).logits
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 

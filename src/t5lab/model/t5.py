@@ -18,13 +18,18 @@ from torch import nn
 from t5lab.config import ModelConfig
 from t5lab.model.attention import ATTENTION_BACKENDS, Attention, KVCache
 from t5lab.model.layers import Dropout, FeedForward, RelativePositionBias, RMSNorm
+from t5lab.model.loss import linear_cross_entropy
 
 
 @dataclass
 class Seq2SeqOutput:
-    """What `T5.forward` returns. `loss` is the token cross-entropy plus any router losses."""
+    """What `T5.forward` returns. `loss` is the token cross-entropy plus any router losses.
 
-    logits: torch.Tensor
+    `logits` is None when the loss was computed in training mode with gradients (and no autocast): the
+    output layer and the loss then run fused (`t5lab.model.loss`) and the [B, T, V] logits never exist.
+    """
+
+    logits: torch.Tensor | None
     loss: torch.Tensor | None = None
     encoder_hidden: torch.Tensor | None = None
     router: list[Any] = field(default_factory=list)  # per sparse layer, for Switch models
@@ -157,12 +162,14 @@ class T5(nn.Module):
         """The output projection [V, D]: the shared embedding when tied, else `lm_head`."""
         return self.shared.weight if self.lm_head is None else self.lm_head.weight
 
+    def _output_input(self, hidden_BTD: torch.Tensor) -> torch.Tensor:
+        # Tied output embedding: Mesh-TF rescales by d_model**-0.5 (v1.1's untied head is not rescaled).
+        return hidden_BTD * self.config.d_model**-0.5 if self.lm_head is None else hidden_BTD
+
     def output_logits(self, hidden_BTD: torch.Tensor, output_weight_DV: torch.Tensor | None = None) -> torch.Tensor:
         """Logits [B, T, V]. `output_weight_DV`: `output_weight()` transposed to [D, V] and contiguous, which
         generation keeps for its one-row steps on CPU (see `t5lab.generate.DecoderSteps`)."""
-        if self.lm_head is None:
-            # Tied output embedding: Mesh-TF rescales by d_model**-0.5 (v1.1's untied head is not rescaled).
-            hidden_BTD = hidden_BTD * self.config.d_model**-0.5
+        hidden_BTD = self._output_input(hidden_BTD)
         if output_weight_DV is not None:
             return hidden_BTD @ output_weight_DV
         weight_VD = self.output_weight()
@@ -191,11 +198,22 @@ class T5(nn.Module):
                 raise ValueError("forward needs decoder_input_ids or labels")
             decoder_input_ids = self.shift_right(labels)
         encoder_hidden, routers = self.encode(input_ids, attention_mask)
-        logits, decoder_routers = self.decode(decoder_input_ids, encoder_hidden, attention_mask)
+        hidden_BTD, decoder_routers = self.decoder(
+            self.shared(decoder_input_ids), source_BSD=encoder_hidden, source_mask_BS=attention_mask
+        )
         routers += decoder_routers
-        loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
+        logits = loss = None
+        if labels is not None and self.training and torch.is_grad_enabled() and not torch.is_autocast_enabled(
+            hidden_BTD.device.type
+        ):
+            # Training: the output layer and the loss in one step that never materialises the logits.
+            loss = linear_cross_entropy(self._output_input(hidden_BTD).flatten(0, 1), self.output_weight(),
+                                        labels.flatten())
+        else:
+            logits = self.output_logits(hidden_BTD)
+            if labels is not None:
+                loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
+        if loss is not None:
             loss = loss + self.router_loss(routers)
         return Seq2SeqOutput(logits=logits, loss=loss, encoder_hidden=encoder_hidden, router=routers)
 

@@ -1,0 +1,63 @@
+"""The output layer and the token cross-entropy in one step, for training.
+
+`linear_cross_entropy(h, W, labels)` equals `F.cross_entropy(h @ W.T, labels, ignore_index=-100)` (mean over
+the labelled tokens) with the same gradients, but does less work: it never writes the [N, V] log-probabilities
+or reads them back in the backward pass. The gradients are computed in the forward pass, chunk by chunk of
+rows: logits -> softmax in place -> minus the one-hot targets -> the two gradient matmuls; the backward pass
+only scales them by the incoming gradient (the loss is a scalar that ends the graph in training).
+
+Logits are computed as W h^T, [V, N]: CPU BLAS runs that product faster than h W^T (152 vs 198 ms at
+912 x 256 x 32128 on 2 cores). A chunk's logits are kept near the cache size. Measured on the output layer of
+t5-efficient-tiny at batch 8 x 114 targets: forward + backward 450-500 ms here vs 600-630 ms for
+F.linear + F.cross_entropy.
+"""
+
+from __future__ import annotations
+
+import torch
+
+_CHUNK_BYTES = 32 * 2**20  # fp32 logits of one chunk of rows: about the last-level cache of a CPU
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden_ND: torch.Tensor, weight_VD: torch.Tensor, labels_N: torch.Tensor) -> torch.Tensor:
+        N, V = hidden_ND.shape[0], weight_VD.shape[0]
+        keep_N = labels_N != -100
+        count = keep_N.sum().clamp(min=1)
+        log_count = count.float().log()
+        loss = torch.zeros((), dtype=torch.float32, device=hidden_ND.device)
+        grad_hidden_ND = torch.empty_like(hidden_ND)
+        grad_weight_VD = torch.zeros_like(weight_VD)
+        rows = max(64, _CHUNK_BYTES // (4 * V) // 64 * 64)  # a multiple of 64 keeps the matmuls aligned
+        for start in range(0, N, rows):
+            h_nD, keep_n = hidden_ND[start : start + rows], keep_N[start : start + rows]
+            target_n = labels_N[start : start + rows].clamp(min=0)
+            logits_Vn = (weight_VD @ h_nD.T).float()
+            lse_n = torch.logsumexp(logits_Vn, dim=0)
+            loss += ((lse_n - logits_Vn.gather(0, target_n[None])[0]) * keep_n).sum()
+            # d(mean loss)/d(logits) = (softmax - onehot) / count on labelled columns, 0 on the others:
+            # exp(logits - lse - log count), with the shift +inf for unlabelled columns.
+            shift_n = torch.where(keep_n, lse_n + log_count, float("inf"))
+            grad_Vn = logits_Vn.sub_(shift_n).exp_()
+            columns = torch.arange(h_nD.shape[0], device=h_nD.device)[keep_n]
+            grad_Vn.index_put_((target_n[keep_n], columns), -(-log_count).exp(), accumulate=True)
+            grad_Vn = grad_Vn.to(h_nD.dtype)
+            grad_hidden_ND[start : start + rows] = grad_Vn.T @ weight_VD
+            grad_weight_VD.addmm_(grad_Vn, h_nD)
+        ctx.save_for_backward(grad_hidden_ND, grad_weight_VD)
+        return loss / count
+
+    @staticmethod
+    def backward(ctx, grad_loss: torch.Tensor):
+        grad_hidden_ND, grad_weight_VD = ctx.saved_tensors
+        return grad_hidden_ND * grad_loss, grad_weight_VD * grad_loss, None
+
+
+def linear_cross_entropy(hidden_ND: torch.Tensor, weight_VD: torch.Tensor, labels_N: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of the logits `hidden_ND @ weight_VD.T` against `labels_N` (-100: ignored).
+
+    For a loss that ends the graph (training): the gradients are made in the forward pass, so the result
+    must be differentiated at most once. 0 when no token is labelled, like a sum over nothing.
+    """
+    return _LinearCrossEntropy.apply(hidden_ND, weight_VD, labels_N)
