@@ -27,8 +27,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
         count = keep_N.sum().clamp(min=1)
         log_count = count.float().log()
         loss = torch.zeros((), dtype=torch.float32, device=hidden_ND.device)
-        grad_hidden_ND = torch.empty_like(hidden_ND)
-        grad_weight_VD = torch.zeros_like(weight_VD)
+        need_hidden, need_weight = ctx.needs_input_grad[:2]  # e.g. a frozen output layer needs no dW
+        grad_hidden_ND = torch.empty_like(hidden_ND) if need_hidden else None
+        grad_weight_VD = torch.zeros_like(weight_VD) if need_weight else None
         rows = max(64, _CHUNK_BYTES // (4 * V) // 64 * 64)  # a multiple of 64 keeps the matmuls aligned
         for start in range(0, N, rows):
             h_nD, keep_n = hidden_ND[start : start + rows], keep_N[start : start + rows]
@@ -43,15 +44,19 @@ class _LinearCrossEntropy(torch.autograd.Function):
             columns = torch.arange(h_nD.shape[0], device=h_nD.device)[keep_n]
             grad_Vn.index_put_((target_n[keep_n], columns), -(-log_count).exp(), accumulate=True)
             grad_Vn = grad_Vn.to(h_nD.dtype)
-            grad_hidden_ND[start : start + rows] = grad_Vn.T @ weight_VD
-            grad_weight_VD.addmm_(grad_Vn, h_nD)
-        ctx.save_for_backward(grad_hidden_ND, grad_weight_VD)
+            if need_hidden:
+                grad_hidden_ND[start : start + rows] = grad_Vn.T @ weight_VD
+            if need_weight:
+                grad_weight_VD.addmm_(grad_Vn, h_nD)
+        ctx.grads = (grad_hidden_ND, grad_weight_VD)
         return loss / count
 
     @staticmethod
     def backward(ctx, grad_loss: torch.Tensor):
-        grad_hidden_ND, grad_weight_VD = ctx.saved_tensors
-        return grad_hidden_ND * grad_loss, grad_weight_VD * grad_loss, None
+        grad_hidden_ND, grad_weight_VD = ctx.grads
+        del ctx.grads  # differentiable once (see linear_cross_entropy)
+        return (None if grad_hidden_ND is None else grad_hidden_ND * grad_loss,
+                None if grad_weight_VD is None else grad_weight_VD * grad_loss, None)
 
 
 def linear_cross_entropy(hidden_ND: torch.Tensor, weight_VD: torch.Tensor, labels_N: torch.Tensor) -> torch.Tensor:

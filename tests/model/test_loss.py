@@ -1,0 +1,43 @@
+"""The fused output layer + cross-entropy equals F.linear + F.cross_entropy, value and gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import t5lab.model.loss as loss_module
+from t5lab.model.loss import linear_cross_entropy
+
+
+@pytest.mark.parametrize("chunk_rows", [64, 1000])  # several chunks (with a short last one), or one
+def test_equals_linear_then_cross_entropy(chunk_rows, monkeypatch):
+    V = 300
+    monkeypatch.setattr(loss_module, "_CHUNK_BYTES", chunk_rows * 4 * V)
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(150, 16, generator=g, requires_grad=True)
+    weight = torch.randn(V, 16, generator=g, requires_grad=True)
+    labels = torch.randint(0, V, (150,), generator=g)
+    labels[::5] = -100
+    results = []
+    for fn in (lambda: linear_cross_entropy(hidden, weight, labels),
+               lambda: F.cross_entropy(F.linear(hidden, weight), labels, ignore_index=-100)):
+        hidden.grad = weight.grad = None
+        loss = fn()
+        (loss * 3.0).backward()  # the incoming gradient scales the stored ones
+        results.append((loss.detach(), hidden.grad, weight.grad))
+    for ours, reference in zip(*results, strict=True):
+        torch.testing.assert_close(ours, reference, atol=1e-6, rtol=1e-5)
+
+
+def test_frozen_weight_and_unlabelled_batches():
+    hidden = torch.randn(10, 8, requires_grad=True)
+    weight = torch.randn(20, 8)  # no gradient wanted
+    labels = torch.randint(0, 20, (10,))
+    linear_cross_entropy(hidden, weight, labels).backward()
+    expected = torch.autograd.grad(F.cross_entropy(F.linear(hidden, weight), labels), hidden)[0]
+    torch.testing.assert_close(hidden.grad, expected)
+    hidden.grad = None
+    nothing = linear_cross_entropy(hidden, weight, torch.full((10,), -100))
+    nothing.backward()
+    assert nothing.item() == 0.0 and not hidden.grad.any()
