@@ -28,7 +28,6 @@ class _LinearCrossEntropy(torch.autograd.Function):
         N, V = hidden_ND.shape[0], weight_VD.shape[0]
         keep_N = labels_N != -100
         count = keep_N.sum().clamp(min=1)
-        log_count = count.float().log()
         loss = torch.zeros((), dtype=torch.float32, device=hidden_ND.device)
         need_hidden, need_weight = ctx.needs_input_grad[:2]  # e.g. a frozen output layer needs no dW
         grad_hidden_ND = torch.empty_like(hidden_ND) if need_hidden else None
@@ -38,14 +37,16 @@ class _LinearCrossEntropy(torch.autograd.Function):
             h_nD, keep_n = hidden_ND[start : start + rows], keep_N[start : start + rows]
             target_n = labels_N[start : start + rows].clamp(min=0)
             logits_Vn = (weight_VD @ h_nD.T).float()
-            lse_n = torch.logsumexp(logits_Vn, dim=0)
-            loss += ((lse_n - logits_Vn.gather(0, target_n[None])[0]) * keep_n).sum()
-            # d(mean loss)/d(logits) = (softmax - onehot) / count on labelled columns, 0 on the others:
-            # exp(logits - lse - log count), with the shift +inf for unlabelled columns.
-            shift_n = torch.where(keep_n, lse_n + log_count, float("inf"))
-            grad_Vn = logits_Vn.sub_(shift_n).exp_()
+            target_logit_n = logits_Vn.gather(0, target_n[None])[0]
+            # Softmax in place, each pass over the [V, n] logits once: max, exp(x - max), sum, scale.
+            max_n = logits_Vn.amax(dim=0)
+            exp_Vn = logits_Vn.sub_(max_n).exp_()
+            sum_n = exp_Vn.sum(dim=0)
+            loss += ((max_n + sum_n.log() - target_logit_n) * keep_n).sum()
+            # d(mean loss)/d(logits) = (softmax - onehot) / count on labelled columns, 0 on the others.
+            grad_Vn = exp_Vn.mul_(torch.where(keep_n, 1.0 / (sum_n * count), 0.0))
             columns = torch.arange(h_nD.shape[0], device=h_nD.device)[keep_n]
-            grad_Vn.index_put_((target_n[keep_n], columns), -(-log_count).exp(), accumulate=True)
+            grad_Vn.index_put_((target_n[keep_n], columns), -1.0 / count.float(), accumulate=True)
             grad_Vn = grad_Vn.to(h_nD.dtype)
             if need_hidden:
                 grad_hidden_ND[start : start + rows] = grad_Vn.T @ weight_VD
