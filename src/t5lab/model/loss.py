@@ -31,7 +31,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         loss = torch.zeros((), dtype=torch.float32, device=hidden_ND.device)
         need_hidden, need_weight = ctx.needs_input_grad[:2]  # e.g. a frozen output layer needs no dW
         grad_hidden_ND = torch.empty_like(hidden_ND) if need_hidden else None
-        grad_weight_VD = torch.zeros_like(weight_VD) if need_weight else None
+        grad_weight_VD = None
         rows = max(64, _CHUNK_BYTES // (4 * V) // 64 * 64)  # a multiple of 64 keeps the matmuls aligned
         for start in range(0, N, rows):
             h_nD, keep_n = hidden_ND[start : start + rows], keep_N[start : start + rows]
@@ -51,7 +51,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
             if need_hidden:
                 grad_hidden_ND[start : start + rows] = grad_Vn.T @ weight_VD
             if need_weight:
-                grad_weight_VD.addmm_(grad_Vn, h_nD)
+                if grad_weight_VD is None:
+                    grad_weight_VD = grad_Vn @ h_nD
+                else:
+                    grad_weight_VD.addmm_(grad_Vn, h_nD)
         ctx.grads = (grad_hidden_ND, grad_weight_VD)
         return loss / count
 

@@ -197,9 +197,13 @@ class T5(nn.Module):
             if labels is None:
                 raise ValueError("forward needs decoder_input_ids or labels")
             decoder_input_ids = self.shift_right(labels)
-        encoder_hidden, routers = self.encode(input_ids, attention_mask)
+        # One embedding lookup for both stacks: its backward then builds one dense [V, D] gradient, not two.
+        B, S = input_ids.shape
+        embedded_ND = self.shared(torch.cat([input_ids.flatten(), decoder_input_ids.flatten()]))
+        encoder_hidden, routers = self.encoder(embedded_ND[: B * S].view(B, S, -1), attention_mask)
         hidden_BTD, decoder_routers = self.decoder(
-            self.shared(decoder_input_ids), source_BSD=encoder_hidden, source_mask_BS=attention_mask
+            embedded_ND[B * S :].view(*decoder_input_ids.shape, -1), source_BSD=encoder_hidden,
+            source_mask_BS=attention_mask,
         )
         routers += decoder_routers
         logits = loss = None
