@@ -56,8 +56,11 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # torch.rms_norm is one fused op (x * rsqrt(mean(x^2) + eps)), bitwise equal to the three-op form on
-        # fp32 input; fewer ops matter when decoding one token at a time. Half input is normalised in fp32.
+        # torch.rms_norm is one op (x * rsqrt(mean(x^2) + eps), times the weight), bitwise equal to the
+        # explicit form on fp32 input; fewer ops matter when decoding one token at a time.
+        if x.dtype == self.weight.dtype == torch.float32:
+            return torch.rms_norm(x, x.shape[-1:], self.weight, eps=self.eps)
+        # Half input is normalised in fp32.
         x = torch.rms_norm(x.float(), x.shape[-1:], eps=self.eps)
         # Half-precision weights: return in their dtype, as transformers does (it keeps the residual in fp32).
         if self.weight.dtype in (torch.float16, torch.bfloat16):
