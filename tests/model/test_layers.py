@@ -35,5 +35,5 @@ def test_dropout_is_seeded_by_torch_and_off_in_eval():
     assert torch.equal(a, dropout(x, 0.5))
     assert not torch.equal(a, dropout(x, 0.5))
     module = Dropout(0.5).eval()
-    assert module(x) is x and dropout(x, 0.0) is x
+    assert module(x) is x and dropout(x, 0.0) is x and not dropout(x, 1.0).any()
     assert dropout(x.to(torch.bfloat16), 0.5).dtype == torch.bfloat16
