@@ -13,9 +13,9 @@ average of their primary metrics (as T5 averages GLUE).
 
 from __future__ import annotations
 
+import io
 import json
 import math
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -277,8 +277,8 @@ def plot_learning_curve(metrics: Path, path: Path, metric: str) -> Path:
     if handles:
         ax.legend(handles=handles, loc="center right")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
+    write_atomic(path, buffer.getvalue())
     return path
