@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,27 +33,32 @@ def append_row(path: Path, row: dict[str, Any]) -> None:
     write_atomic(path, old + (json.dumps(row) + "\n").encode())
 
 
-def read_rows(paths: list[str], fields: tuple[str, ...], hint: str = "") -> list[tuple[Path, int, dict]]:
-    """(file, line number, row) of every JSONL row in `paths`; each row must hold `fields`.
+def iter_rows(file: Path, fields: tuple[str, ...], hint: str = "") -> Iterator[tuple[int, dict]]:
+    """(line number, row) of every JSONL row of an existing `file`; each row must hold `fields`.
 
     `hint` follows the missing-field error (what rows the command expects).
     """
+    for number, line in enumerate(file.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise T5LabError(f"{file}:{number}: not valid JSON ({e.msg})") from None
+        for field in fields:
+            if not isinstance(row, dict) or field not in row:
+                raise T5LabError(f"{file}:{number}: missing field '{field}'{hint}")
+        yield number, row
+
+
+def read_rows(paths: list[str], fields: tuple[str, ...], hint: str = "") -> list[tuple[Path, int, dict]]:
+    """(file, line number, row) of every JSONL row in `paths` (see `iter_rows`); at least one row in all."""
     rows = []
     for path in paths:
         file = Path(path)
         if not file.is_file():
             raise T5LabError(f"{file}: no such file (expected JSONL result rows)")
-        for number, line in enumerate(file.read_text().splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise T5LabError(f"{file}:{number}: not valid JSON ({e.msg})") from None
-            for field in fields:
-                if not isinstance(row, dict) or field not in row:
-                    raise T5LabError(f"{file}:{number}: missing field '{field}'{hint}")
-            rows.append((file, number, row))
+        rows += [(file, number, row) for number, row in iter_rows(file, fields, hint)]
     if not rows:
         raise T5LabError(f"{', '.join(paths)}: no result rows")
     return rows

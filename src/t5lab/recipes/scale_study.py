@@ -21,7 +21,6 @@ same); deeper shapes may prefer a lower one, so a small gap between shapes is no
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -30,7 +29,7 @@ from t5lab.analysis.counting import count_parameters, forward_flops, training_fl
 from t5lab.config import ModelConfig
 from t5lab.errors import T5LabError
 from t5lab.recipes import pareto as pareto_recipe
-from t5lab.recipes.results import append_row
+from t5lab.recipes.results import append_row, iter_rows
 from t5lab.train.config import TrainConfig
 
 Budget = Literal["tokens", "flops", "minutes"]
@@ -61,15 +60,7 @@ def _done_rows(results: Path, budget: str, amount: float) -> dict[str, dict[str,
     done = {}
     if not results.is_file():
         return done
-    for number, line in enumerate(results.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise T5LabError(f"{results}:{number}: not valid JSON ({e.msg})") from None
-        if not isinstance(row, dict) or "name" not in row:
-            raise T5LabError(f"{results}:{number}: missing field 'name'")
+    for number, row in iter_rows(results, ("name",)):
         if (row.get("budget"), row.get("amount")) != (budget, amount):
             raise T5LabError(f"{results}:{number}: a row of another study (budget {row.get('budget')} "
                              f"{row.get('amount')}); use another --out for --budget {budget} --amount {amount}")
