@@ -18,6 +18,18 @@ def shared_data_dir() -> Path:
 
 
 @pytest.fixture
+def one_thread():
+    """torch on one intra-op thread during the test: on a small shared CPU, threads contend and slow tiny
+    models by an order of magnitude, and one thread keeps results independent of the core count."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def shared_data() -> Path:
     path = shared_data_dir()
     if not path.is_dir():

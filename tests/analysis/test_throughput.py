@@ -22,13 +22,7 @@ from t5lab.analysis.throughput import (  # noqa: E402
 )
 from t5lab.model import build_model  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_time_repeats_runs_warmup_then_repeats() -> None:

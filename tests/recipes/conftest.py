@@ -4,12 +4,8 @@ slow tiny models by an order of magnitude (and one thread keeps golden losses in
 from __future__ import annotations
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _single_threaded(one_thread):
+    """Every test here runs under the shared `one_thread` fixture."""
