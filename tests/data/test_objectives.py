@@ -3,21 +3,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from fake_tokenizer import FakeTokenizer
+from span_inverse import reconstruct
 
 from t5lab.data.objectives import UL2_DENOISERS, PrefixLMDenoiser, SpanDenoiser, build_objective
 from t5lab.errors import T5LabError
-
-
-def _reconstruct(inputs: list[int], targets: list[int], sentinels: set[int]) -> list[int]:
-    spans: dict[int, list[int]] = {}
-    key = -1
-    for t in targets[:-1]:
-        if t in sentinels:
-            key = t
-            spans[key] = []
-        else:
-            spans[key].append(t)
-    return [u for t in inputs[:-1] for u in spans.get(t, [t])]
 
 
 @pytest.mark.parametrize("inputs_length", [96, 160])
@@ -40,7 +29,7 @@ def test_ul2_denoisers_shapes_modes_and_reconstruction(inputs_length: int) -> No
                 assert body[:-1] + targets[row, :-1].tolist() == chunk
             else:
                 assert isinstance(denoiser, SpanDenoiser)
-                assert _reconstruct(body, targets[row].tolist(), sentinels) == chunk
+                assert reconstruct(body, targets[row].tolist(), sentinels) == chunk
 
 
 def test_ul2_mixture_draws_every_denoiser() -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from fake_tokenizer import FakeTokenizer
+from span_inverse import reconstruct
 
 from t5lab.data.objectives import build_objective
 from t5lab.data.pretraining import DataConfig, PretrainingStream, ShardStream, shard_of
@@ -72,18 +73,6 @@ def test_shard_of_is_round_robin() -> None:
     assert [shard_of(config, n, "eval", 3) for n in (3, 7, 11, 15)] == [(0, 0), (1, 0), (2, 0), (0, 1)]
 
 
-def _reconstruct(inputs: list[int], targets: list[int], sentinels: set[int]) -> list[int]:
-    spans: dict[int, list[int]] = {}
-    key = -1
-    for t in targets[:-1]:
-        if t in sentinels:
-            key = t
-            spans[key] = []
-        else:
-            spans[key].append(t)
-    return [u for t in inputs[:-1] for u in spans.get(t, [t])]
-
-
 def test_packing_concatenates_documents_with_eos(tmp_path: Path) -> None:
     path = tmp_path / "t.txt"
     lines = [" ".join(f"x{i}_{j}" for j in range(i % 13 + 1)) for i in range(60)]
@@ -97,7 +86,7 @@ def test_packing_concatenates_documents_with_eos(tmp_path: Path) -> None:
         assert batch["input_ids"].dtype == torch.int64 and batch["input_ids"].shape == (4, 24)
         assert batch["labels"].shape == (4, stream.targets_length)
         for inputs, labels in zip(batch["input_ids"].tolist(), batch["labels"].tolist(), strict=True):
-            chunk = _reconstruct(inputs, labels, sentinels)
+            chunk = reconstruct(inputs, labels, sentinels)
             assert len(chunk) == stream.tokens_length
             raw.extend(chunk)
     expected = [t for line in lines for t in tok.encode(line)]

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from span_inverse import reconstruct
 
 from t5lab.data.span_corruption import (
     SpanCorruption,
@@ -17,22 +18,6 @@ from t5lab.errors import T5LabError
 VOCAB = 1000
 SENTINELS = np.arange(VOCAB - 1, VOCAB - 101, -1)  # <extra_id_0> = vocab - 1, counting down
 EOS = 1
-
-
-def reconstruct(inputs: np.ndarray, targets: np.ndarray) -> list[int]:
-    """Put each sentinel's span from the targets back into the inputs (the inverse T5 relies on)."""
-    spans: dict[int, list[int]] = {}
-    current = None
-    for t in targets[:-1].tolist():
-        if t in set(SENTINELS.tolist()):
-            current = t
-            spans[t] = []
-        else:
-            spans[current].append(t)
-    out: list[int] = []
-    for t in inputs[:-1].tolist():
-        out.extend(spans.get(t, [t]))
-    return out
 
 
 def test_t5_default_lengths() -> None:
@@ -71,7 +56,7 @@ def test_corruption_properties(inputs_length: int, noise_density: float, mean: f
     num_noise = min(max(round(sc.tokens_length * noise_density), 1), sc.tokens_length - 1)
     num_spans = max(round(num_noise / mean), 1)
     for b in range(batch):
-        assert reconstruct(inputs[b], targets[b]) == tokens[b].tolist()
+        assert reconstruct(inputs[b].tolist(), targets[b].tolist(), set(SENTINELS.tolist())) == tokens[b].tolist()
         # sentinels used in order from <extra_id_0>, once each, in both inputs and targets
         used = [t for t in inputs[b].tolist() if t in set(SENTINELS.tolist())]
         assert used == SENTINELS[:num_spans].tolist()
