@@ -11,12 +11,13 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "t5lab"
 
-# What each package may import from t5lab (besides itself). Leaf modules: config, shapes, errors, metrics.
-LEAVES = {"config", "shapes", "errors", "metrics"}
+# What each package may import from t5lab (besides itself). Leaf modules: config, shapes, errors, metrics, files.
+LEAVES = {"config", "shapes", "errors", "metrics", "files"}
 ALLOWED = {
     "config": LEAVES,
     "shapes": LEAVES,
     "errors": set(),
+    "files": set(),
     "metrics": {"errors"},
     "model": LEAVES,
     "data": LEAVES,

@@ -24,27 +24,16 @@ import io
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import sentencepiece as spm
 
 from t5lab.errors import T5LabError
+from t5lab.files import write_atomic
 
 SPIECE_FILE = "spiece.model"
 _SPECIALS = {"<pad>": 0, "</s>": 1, "<unk>": 2}
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 class Tokenizer:
@@ -256,5 +245,5 @@ class Tokenizer:
             ).encode(),
         }
         for name, data in files.items():
-            _atomic_write(out / name, data)
+            write_atomic(out / name, data)
         return out / SPIECE_FILE

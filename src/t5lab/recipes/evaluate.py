@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 from t5lab.errors import T5LabError
+from t5lab.files import write_atomic
 from t5lab.recipes.finetune import write_predictions
-from t5lab.recipes.results import write_atomic
 
 
 def evaluate(

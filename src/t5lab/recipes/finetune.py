@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from t5lab.errors import T5LabError
-from t5lab.recipes.results import write_atomic
+from t5lab.files import write_atomic
 from t5lab.train.config import TrainConfig
 
 if TYPE_CHECKING:

@@ -9,7 +9,8 @@ from typing import Literal
 
 from t5lab.analysis.pareto import Point, frontier
 from t5lab.errors import T5LabError
-from t5lab.recipes.results import read_rows, write_atomic
+from t5lab.files import write_atomic
+from t5lab.recipes.results import read_rows
 
 X_FIELDS = {"params": "params", "flops": "flops", "throughput": "tokens_per_s"}
 X_LABELS = {"params": "parameters", "flops": "FLOPs per example", "throughput": "tokens / s"}

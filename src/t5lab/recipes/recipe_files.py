@@ -25,7 +25,7 @@ import yaml
 from t5lab.config import ModelConfig
 from t5lab.data.pretraining import DataConfig
 from t5lab.errors import T5LabError
-from t5lab.recipes.results import write_atomic
+from t5lab.files import write_atomic
 from t5lab.train.config import TrainConfig
 
 SECTIONS = ("model", "model_overrides", "tokenizer", "data", "train")

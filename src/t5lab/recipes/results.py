@@ -1,27 +1,14 @@
-"""Result files of the shape lab: atomic writes, JSONL rows appended by rewriting the file, rows read back."""
+"""Result files of the shape lab: JSONL rows appended by rewriting the file atomically, rows read back."""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from t5lab.errors import T5LabError
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, then rename it over `path` (never a torn file)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from t5lab.files import write_atomic
 
 
 def append_row(path: Path, row: dict[str, Any]) -> None:

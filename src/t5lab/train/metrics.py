@@ -10,13 +10,15 @@ drops the rows logged after the checkpoint it resumes from, so the file reads as
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from t5lab.files import write_atomic
 
 
 def router_metrics(routers: list[Any]) -> dict[str, float | list[float]]:
@@ -76,9 +78,7 @@ class MetricsLog:
             self.path.unlink(missing_ok=True)
         else:
             kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
-            tmp = self.path.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-            os.replace(tmp, self.path)
+            write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept).encode())
         self._file = open(self.path, "a")  # noqa: SIM115 (kept open for the run; closed in close())
         self._writer = None
         if tensorboard:
@@ -120,10 +120,10 @@ class MetricsLog:
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        tmp = path.with_name(f".{path.name}.tmp.png")
-        fig.savefig(tmp)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
         plt.close(fig)
-        os.replace(tmp, path)
+        write_atomic(path, buffer.getvalue())
         return path
 
     def close(self) -> None:
