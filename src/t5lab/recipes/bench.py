@@ -50,12 +50,7 @@ def bench(
 
     if not names:
         raise T5LabError("bench: give at least one shape name")
-    if threads < 0:
-        raise T5LabError(f"--threads={threads}: expected 0 (torch's default) or a positive number")
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    use_threads(threads)
     configs = [ModelConfig.from_name(n) for n in names]  # every name checked before the first measurement
     if vocab_size is not None:
         configs = [c.replace(vocab_size=vocab_size) for c in configs]
@@ -71,3 +66,13 @@ def bench(
             append_row(Path(out), row)
     if out:
         print(f"appended {len(configs)} rows to {out}")
+
+
+def use_threads(threads: int) -> None:
+    """`--threads`: torch's CPU threads (0 keeps torch's default)."""
+    if threads < 0:
+        raise T5LabError(f"--threads={threads}: expected 0 (torch's default) or a positive number")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)

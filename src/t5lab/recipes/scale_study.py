@@ -29,6 +29,7 @@ from t5lab.analysis.counting import count_parameters, forward_flops, training_fl
 from t5lab.config import ModelConfig
 from t5lab.errors import T5LabError
 from t5lab.recipes import pareto as pareto_recipe
+from t5lab.recipes.bench import use_threads
 from t5lab.recipes.results import append_row, iter_rows
 from t5lab.train.config import TrainConfig
 
@@ -124,10 +125,7 @@ def scale_study(
 
     if not shapes:
         raise T5LabError("scale-study: give at least one shape (--shapes a b ...)")
-    if threads < 0:
-        raise T5LabError(f"--threads={threads}: expected 0 (torch's default) or a positive number")
-    if threads:
-        torch.set_num_threads(threads)
+    use_threads(threads)
     if amount <= 0:
         raise T5LabError(f"--amount={amount}: expected a positive amount of {budget}")
     if train.eval_batches < 1 or eval_fraction <= 0:
