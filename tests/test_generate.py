@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from t5lab.errors import T5LabError
-from t5lab.generate import GenerationConfig, _filter_logits, generate, quantize_int8
+from t5lab.generate import DecoderSteps, GenerationConfig, _filter_logits, generate, quantize_int8
 from t5lab.interop.hf import save_pretrained
 from t5lab.model import build_model
+from t5lab.model.layers import FeedForward
 
 # Weights 3x the usual scale: a random T5 at the usual scale repeats one token forever; this one wanders,
 # so rows end at different steps and beams compete.
@@ -154,6 +155,26 @@ def test_deeper_decoder_generates_as_without_cache(tiny_config):
     assert generate(model, ids, mask, max_new_tokens=6, num_beams=3).shape[0] == 3
 
 
+@pytest.mark.parametrize("variant", [
+    {}, {"feed_forward": "gated-gelu", "tie_embeddings": False}, {"tie_key_value": True}, {"num_kv_heads": 1},
+    {"num_experts": 4, "decoder_sparse_step": 2, "encoder_sparse_step": 2},
+])
+def test_one_row_steps_with_in_major_weights_match_no_cache(tiny_config, variant):
+    """One row, >= 16 steps: the steps read in-major copies of the output, q|k|v and feed-forward input
+    matrices (dense layers only). Same tokens as recomputing the whole prefix with the modules' own weights."""
+    config = tiny_config.replace(vocab_size=VOCAB, init_scale=3.0, **variant)
+    model = build_model(config, seed=4).eval()
+    ids = torch.randint(2, VOCAB, (1, 7), generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        hidden, _ = model.encode(ids)
+        steps = DecoderSteps(model, hidden, None, max_length=17)
+        dense = [isinstance(block.ffn, FeedForward) for block in model.decoder.layers]
+        assert steps.output_weight_DV is not None and all(w is not None for w in steps.cache.qkv_in_major)
+        assert [w is not None for w in steps.cache.ffn_in_major] == dense and (any(dense) or not variant)
+        reference = _no_cache_greedy(model, ids, None, 17)
+    assert torch.equal(generate(model, ids, max_new_tokens=17, min_new_tokens=17), reference)
+
+
 def test_bad_options_are_user_errors(setup):
     model, ids, mask, _ = setup
     with pytest.raises(T5LabError, match="known options"):
@@ -179,3 +200,15 @@ def test_int8_quantised_model_generates_close_logits(setup, tiny_config):
         b = quantised(ids, mask, decoder_input_ids=dec).logits
     assert (a - b).abs().max() < 0.1 * a.abs().max()
     assert generate(quantised, ids, mask, max_new_tokens=5).shape[0] == 4
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_int8_quantised_model_generates_one_row(tiny_config, tied):
+    """One row, >= 16 steps (the in-major path) and an untied head: quantised linears have no weight tensor
+    to copy, so they keep computing their own products."""
+    quantised = quantize_int8(build_model(tiny_config.replace(vocab_size=VOCAB, tie_embeddings=tied), seed=0).eval())
+    ids = torch.randint(2, VOCAB, (1, 7), generator=torch.Generator().manual_seed(6))
+    out = generate(quantised, ids, max_new_tokens=17, min_new_tokens=17)
+    assert out.shape == (1, 17)
+    with torch.inference_mode():
+        assert torch.equal(out, _no_cache_greedy(quantised, ids, None, 17))

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from t5lab.config import ModelConfig
-from t5lab.model.layers import dropout
+from t5lab.model.layers import dropout, in_major
 
 Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
 
@@ -94,6 +94,11 @@ class KVCache:
     Self-attention keys/values live in preallocated buffers [B, G, max_length, K] per layer, written in
     place, so a step costs no reallocation. Cross-attention keys/values are computed from the encoder
     output once, at the first step, and reused.
+
+    It can also carry, per layer, in-major copies of weights that one-row decoding on CPU reads faster
+    (made for one `generate` call, see `t5lab.generate.DecoderSteps`): self-attention's q|k|v projections
+    as one [D, (H + 2G) K] matrix (`Attention.in_major_qkv`) and the feed-forward's input projection(s)
+    (`FeedForward.in_major_input`). None: the modules use their own weights.
     """
 
     max_length: int
@@ -102,11 +107,13 @@ class KVCache:
     self_v: list[torch.Tensor | None] = field(default_factory=list)
     cross_k: list[torch.Tensor | None] = field(default_factory=list)
     cross_v: list[torch.Tensor | None] = field(default_factory=list)
+    qkv_in_major: list[torch.Tensor | None] = field(default_factory=list)
+    ffn_in_major: list[torch.Tensor | None] = field(default_factory=list)
 
     @classmethod
     def empty(cls, num_layers: int, max_length: int) -> KVCache:
         none = [None] * num_layers
-        return cls(max_length, 0, list(none), list(none), list(none), list(none))
+        return cls(max_length, 0, *(list(none) for _ in range(6)))
 
     def append(self, layer: int, k_BGTK: torch.Tensor, v_BGTK: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write this step's keys/values for `layer`; return all keys/values so far."""
@@ -157,6 +164,21 @@ class Attention(nn.Module):
         v_BGSK = k_BGSK if self.v is None else self._heads(self.v(source_BSD), self.num_kv_heads)
         return k_BGSK, v_BGSK
 
+    def in_major_qkv(self) -> torch.Tensor | None:
+        """The q, k[, v] projections as one in-major matrix [D, (H + 2G) K] (see `KVCache`); None if they are
+        not plain `nn.Linear` (e.g. int8-quantised)."""
+        projections = [self.q, self.k, *([] if self.v is None else [self.v])]
+        if not all(isinstance(p, nn.Linear) for p in projections):
+            return None
+        return in_major(*(p.weight for p in projections))
+
+    def _split_qkv(self, qkv_BTX: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        q_dim, kv_dim = self.num_heads * self.d_kv, self.num_kv_heads * self.d_kv
+        q = self._heads(qkv_BTX[..., :q_dim], self.num_heads)
+        k = self._heads(qkv_BTX[..., q_dim : q_dim + kv_dim], self.num_kv_heads)
+        v = k if self.v is None else self._heads(qkv_BTX[..., q_dim + kv_dim :], self.num_kv_heads)
+        return q, k, v
+
     def forward(
         self,
         x_BTD: torch.Tensor,
@@ -170,9 +192,14 @@ class Attention(nn.Module):
         With a cache, self-attention appends this step's keys/values and cross-attention computes its
         keys/values once (`layer` indexes the cache).
         """
-        q_BHTK = self._heads(self.q(x_BTD), self.num_heads)
+        qkv_DX = cache.qkv_in_major[layer] if cache is not None and source_BSD is None else None
+        if qkv_DX is not None:
+            q_BHTK, k, v = self._split_qkv(x_BTD @ qkv_DX)
+        else:
+            q_BHTK = self._heads(self.q(x_BTD), self.num_heads)
         if source_BSD is None:
-            k, v = self._project_kv(x_BTD)
+            if qkv_DX is None:
+                k, v = self._project_kv(x_BTD)
             if cache is not None:
                 k, v = cache.append(layer, k, v)
         elif cache is None:

@@ -35,6 +35,22 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     return x * mask.mul_(32768 / (32768 - threshold)).view_as(x)
 
 
+def in_major(*weights_OI: torch.Tensor, rows_per_block: int = 512) -> torch.Tensor:
+    """Linear weights [O_i, I] stacked along O and stored transposed: one contiguous [I, sum O_i] matrix.
+
+    One-row decoding on CPU reads some matrices faster in this layout (see `t5lab.generate.DecoderSteps`).
+    The copy goes in row blocks that stay in cache: 1.6-2x faster than `.t().contiguous()` here.
+    """
+    out_IO = weights_OI[0].new_empty(weights_OI[0].shape[1], sum(w.shape[0] for w in weights_OI))
+    column = 0
+    for weight_OI in weights_OI:
+        for start in range(0, weight_OI.shape[0], rows_per_block):
+            block = weight_OI[start : start + rows_per_block]
+            out_IO[:, column + start : column + start + block.shape[0]] = block.t()
+        column += weight_OI.shape[0]
+    return out_IO
+
+
 class Dropout(nn.Module):
     """`dropout` as a module (active in training mode only), like nn.Dropout."""
 
@@ -141,9 +157,27 @@ class FeedForward(nn.Module):
         self.act = ACTIVATIONS[config.feed_forward]
         self.dropout = Dropout(config.dropout)
 
-    def forward(self, x_BTD: torch.Tensor) -> tuple[torch.Tensor, None]:
-        """Returns (output, router statistics); a dense layer has no router, hence None."""
-        if self.gated:
+    def in_major_input(self) -> torch.Tensor | None:
+        """The input projection(s) as one in-major matrix [D, F] (gated: [D, 2F]), for `forward`'s `input_DX`;
+        None if they are not plain `nn.Linear` (e.g. int8-quantised)."""
+        projections = [self.wi_0, self.wi_1] if self.gated else [self.wi]
+        if not all(isinstance(p, nn.Linear) for p in projections):
+            return None
+        return in_major(*(p.weight for p in projections))
+
+    def forward(self, x_BTD: torch.Tensor, input_DX: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
+        """Returns (output, router statistics); a dense layer has no router, hence None.
+
+        `input_DX`: `in_major_input()`, used instead of the input projections' own weights (one-row decoding).
+        """
+        if input_DX is not None:
+            h_BTX = x_BTD @ input_DX
+            if self.gated:
+                gate_BTF, linear_BTF = h_BTX.chunk(2, dim=-1)
+                h_BTF = self.act(gate_BTF) * linear_BTF
+            else:
+                h_BTF = self.act(h_BTX)
+        elif self.gated:
             h_BTF = self.act(self.wi_0(x_BTD)) * self.wi_1(x_BTD)
         else:
             h_BTF = self.act(self.wi(x_BTD))

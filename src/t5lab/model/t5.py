@@ -59,7 +59,9 @@ class Block(nn.Module):
         if source is not None:
             h = self.cross_attn(self.cross_attn_norm(x), source_bias, source, cache=cache, layer=layer)
             x = x + self.dropout(h)
-        h, router = self.ffn(self.ffn_norm(x))
+        ffn_input_DX = cache.ffn_in_major[layer] if cache is not None else None
+        h_input = self.ffn_norm(x)
+        h, router = self.ffn(h_input) if ffn_input_DX is None else self.ffn(h_input, ffn_input_DX)
         return x + self.dropout(h), router
 
 
@@ -158,9 +160,12 @@ class T5(nn.Module):
         )
         return self.output_logits(hidden_BTD, output_weight_DV), routers
 
-    def output_weight(self) -> torch.Tensor:
-        """The output projection [V, D]: the shared embedding when tied, else `lm_head`."""
-        return self.shared.weight if self.lm_head is None else self.lm_head.weight
+    def output_weight(self) -> torch.Tensor | None:
+        """The output projection [V, D]: the shared embedding when tied, else `lm_head`'s weight; None when
+        `lm_head` is no longer a plain `nn.Linear` (e.g. int8-quantised: it computes its own product)."""
+        if self.lm_head is None:
+            return self.shared.weight
+        return self.lm_head.weight if isinstance(self.lm_head, nn.Linear) else None
 
     def _output_input(self, hidden_BTD: torch.Tensor) -> torch.Tensor:
         # Tied output embedding: Mesh-TF rescales by d_model**-0.5 (v1.1's untied head is not rescaled).
@@ -173,6 +178,8 @@ class T5(nn.Module):
         if output_weight_DV is not None:
             return hidden_BTD @ output_weight_DV
         weight_VD = self.output_weight()
+        if weight_VD is None:
+            return self.lm_head(hidden_BTD)
         B, T, D = hidden_BTD.shape
         if B * T <= 16:
             # Decoding steps: CPU BLAS runs the thin product W h^T up to 2.6x faster than h W^T (measured at
