@@ -60,9 +60,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss: torch.Tensor):
         grad_hidden_ND, grad_weight_VD = ctx.grads
-        del ctx.grads  # differentiable once (see linear_cross_entropy)
-        return (None if grad_hidden_ND is None else grad_hidden_ND * grad_loss,
-                None if grad_weight_VD is None else grad_weight_VD * grad_loss, None)
+        del ctx.grads  # differentiable once (see linear_cross_entropy); so the gradients can be scaled in place
+        return (None if grad_hidden_ND is None else grad_hidden_ND.mul_(grad_loss),
+                None if grad_weight_VD is None else grad_weight_VD.mul_(grad_loss), None)
 
 
 def linear_cross_entropy(hidden_ND: torch.Tensor, weight_VD: torch.Tensor, labels_N: torch.Tensor) -> torch.Tensor:
