@@ -175,6 +175,27 @@ def test_one_row_steps_with_in_major_weights_match_no_cache(tiny_config, variant
     assert torch.equal(generate(model, ids, max_new_tokens=17, min_new_tokens=17), reference)
 
 
+def test_in_major_copies_stay_within_their_memory_budget(tiny_config, monkeypatch):
+    """Big models: the output matrix is copied first, then layers while the budget lasts; the rest of the
+    layers use their own weights, and the tokens do not change."""
+    import t5lab.generate
+
+    config = tiny_config.replace(vocab_size=VOCAB, init_scale=3.0)
+    model = build_model(config, seed=4).eval()
+    qkv_bytes = 3 * config.inner_dim * config.d_model * 4
+    output_bytes = config.vocab_size * config.d_model * 4
+    monkeypatch.setattr(t5lab.generate, "_IN_MAJOR_BYTES", output_bytes + qkv_bytes)
+    ids = torch.randint(2, VOCAB, (1, 7), generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        hidden, _ = model.encode(ids)
+        steps = DecoderSteps(model, hidden, None, max_length=17)
+        reference = _no_cache_greedy(model, ids, None, 17)
+    assert steps.output_weight_DV is not None
+    assert [w is not None for w in steps.cache.qkv_in_major] == [True] + [False] * (config.num_decoder_layers - 1)
+    assert not any(w is not None for w in steps.cache.ffn_in_major)
+    assert torch.equal(generate(model, ids, max_new_tokens=17, min_new_tokens=17), reference)
+
+
 def test_bad_options_are_user_errors(setup):
     model, ids, mask, _ = setup
     with pytest.raises(T5LabError, match="known options"):

@@ -26,6 +26,8 @@ from t5lab.errors import T5LabError
 from t5lab.model import T5, KVCache
 from t5lab.model.layers import FeedForward, in_major
 
+# Extra memory that one-row CPU decoding may spend on in-major weight copies (see DecoderSteps).
+_IN_MAJOR_BYTES = 512 * 2**20
 _NEG = -1.0e9  # transformers' "never choose this" score in beam search; kept equal for identical tie-breaking
 
 
@@ -145,12 +147,24 @@ class DecoderSteps:
         1024 x 256) and self-attention's q|k|v as one matrix (89 vs 3 x 42-62 us at 3 x 256 x 256). The
         other matrices (more inputs than outputs, or square) gain nothing and keep their layout. The copies
         are made for this call only (a copy kept across calls could go stale unnoticed: in-place writes
-        through `.data` leave a tensor's version counter alone) and are paid back within about 16 steps."""
+        through `.data` leave a tensor's version counter alone) and are paid back within about 16 steps.
+        They take at most `_IN_MAJOR_BYTES` of extra memory: the output matrix first, then layer by layer."""
+        c, element = self.model.config, self.hidden_BSD.element_size()
+        budget = _IN_MAJOR_BYTES
+
+        def fits(outputs: int) -> bool:
+            nonlocal budget
+            budget -= outputs * c.d_model * element
+            return budget >= 0
+
         output_weight = self.model.output_weight()
-        self.output_weight_DV = None if output_weight is None else in_major(output_weight)
+        if output_weight is not None and fits(c.vocab_size):
+            self.output_weight_DV = in_major(output_weight)
+        qkv_outputs = c.inner_dim + c.kv_heads * c.d_kv * (1 if c.tie_key_value else 2)
         for i, block in enumerate(self.model.decoder.layers):
-            self.cache.qkv_in_major[i] = block.self_attn.in_major_qkv()
-            if isinstance(block.ffn, FeedForward):
+            if fits(qkv_outputs):
+                self.cache.qkv_in_major[i] = block.self_attn.in_major_qkv()
+            if isinstance(block.ffn, FeedForward) and fits(c.d_ff * (2 if c.is_gated else 1)):
                 self.cache.ffn_in_major[i] = block.ffn.in_major_input()
 
     def __call__(self, tokens_B: torch.Tensor) -> torch.Tensor:
