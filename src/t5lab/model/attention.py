@@ -166,8 +166,8 @@ class Attention(nn.Module):
         return k_BGSK, v_BGSK
 
     def in_major_qkv(self) -> torch.Tensor | None:
-        """The q, k[, v] projections as one in-major matrix [D, (H + 2G) K] (see `KVCache`); None if they are
-        not plain `nn.Linear` (e.g. int8-quantised)."""
+        """The q, k[, v] projections as one in-major matrix [D, (H + 2G) K] (tied key/value: [D, (H + G) K]), see
+        `KVCache`; None if they are not plain `nn.Linear` (e.g. int8-quantised)."""
         projections = [self.q, self.k, *([] if self.v is None else [self.v])]
         if not all(isinstance(p, nn.Linear) for p in projections):
             return None
@@ -193,8 +193,8 @@ class Attention(nn.Module):
         With a cache, self-attention appends this step's keys/values and cross-attention computes its
         keys/values once (`layer` indexes the cache).
         """
-        qkv_DX = cache.qkv_in_major[layer] if cache is not None and source_BSD is None else None
-        if qkv_DX is not None:
+        qkv_DX = None if cache is None or source_BSD is not None else cache.qkv_in_major[layer]
+        if qkv_DX is not None:  # one-row decoding: q, k, v from one in-major matrix
             q_BHTK, k, v = self._split_qkv(x_BTD @ qkv_DX)
         else:
             q_BHTK = self._heads(self.q(x_BTD), self.num_heads)
