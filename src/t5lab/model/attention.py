@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from t5lab.config import ModelConfig
-from t5lab.model.layers import dropout, in_major
+from t5lab.model.layers import dropout, in_major_linears
 
 Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
 
@@ -168,10 +168,7 @@ class Attention(nn.Module):
     def in_major_qkv(self) -> torch.Tensor | None:
         """The q, k[, v] projections as one in-major matrix [D, (H + 2G) K] (tied key/value: [D, (H + G) K]), see
         `KVCache`; None if they are not plain `nn.Linear` (e.g. int8-quantised)."""
-        projections = [self.q, self.k, *([] if self.v is None else [self.v])]
-        if not all(isinstance(p, nn.Linear) for p in projections):
-            return None
-        return in_major(*(p.weight for p in projections))
+        return in_major_linears(self.q, self.k, *([] if self.v is None else [self.v]))
 
     def _split_qkv(self, qkv_BTX: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         q_dim, kv_dim = self.num_heads * self.d_kv, self.num_kv_heads * self.d_kv

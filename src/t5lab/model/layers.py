@@ -51,6 +51,14 @@ def in_major(*weights_OI: torch.Tensor, rows_per_block: int = 512) -> torch.Tens
     return out_IO
 
 
+def in_major_linears(*linears: nn.Module) -> torch.Tensor | None:
+    """`in_major` of the linears' weights; None if one of them is not a plain `nn.Linear` (e.g. int8-quantised,
+    which has no weight tensor to copy)."""
+    if not all(isinstance(linear, nn.Linear) for linear in linears):
+        return None
+    return in_major(*(linear.weight for linear in linears))
+
+
 class Dropout(nn.Module):
     """`dropout` as a module (active in training mode only), like nn.Dropout."""
 
@@ -165,10 +173,7 @@ class FeedForward(nn.Module):
     def in_major_input(self) -> torch.Tensor | None:
         """The input projection(s) as one in-major matrix [D, F] (gated: [D, 2F]), for `forward`'s `input_DX`;
         None if they are not plain `nn.Linear` (e.g. int8-quantised)."""
-        projections = [self.wi_0, self.wi_1] if self.gated else [self.wi]
-        if not all(isinstance(p, nn.Linear) for p in projections):
-            return None
-        return in_major(*(p.weight for p in projections))
+        return in_major_linears(self.wi_0, self.wi_1) if self.gated else in_major_linears(self.wi)
 
     def forward(self, x_BTD: torch.Tensor, input_DX: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
         """Returns (output, router statistics); a dense layer has no router, hence None.
