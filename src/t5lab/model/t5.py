@@ -214,12 +214,11 @@ class T5(nn.Module):
         )
         routers += decoder_routers
         logits = loss = None
-        if labels is not None and self.training and torch.is_grad_enabled() and not torch.is_autocast_enabled(
-            hidden_BTD.device.type
-        ):
+        weight_VD = self.output_weight()
+        if (labels is not None and weight_VD is not None and self.training and torch.is_grad_enabled()
+                and not torch.is_autocast_enabled(hidden_BTD.device.type)):
             # Training: the output layer and the loss in one step that never materialises the logits.
-            loss = linear_cross_entropy(self._output_input(hidden_BTD).flatten(0, 1), self.output_weight(),
-                                        labels.flatten())
+            loss = linear_cross_entropy(self._output_input(hidden_BTD).flatten(0, 1), weight_VD, labels.flatten())
         else:
             logits = self.output_logits(hidden_BTD)
             if labels is not None:
