@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from t5lab.errors import T5LabError
-from t5lab.generate import DecoderSteps, GenerationConfig, _filter_logits, generate, quantize_int8
+from t5lab.generate import GenerationConfig, _filter_logits, generate, quantize_int8
 from t5lab.interop.hf import save_pretrained
 from t5lab.model import build_model
-from t5lab.model.layers import FeedForward
+from t5lab.model.layers import Linear
 
 # Weights 3x the usual scale: a random T5 at the usual scale repeats one token forever; this one wanders,
 # so rows end at different steps and beams compete.
@@ -155,44 +155,27 @@ def test_deeper_decoder_generates_as_without_cache(tiny_config):
     assert generate(model, ids, mask, max_new_tokens=6, num_beams=3).shape[0] == 3
 
 
+@pytest.fixture
+def two_threads():
+    """At least 2 threads, so that one-row products split their weights (`t5lab.model.layers.linear`)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(2, threads))
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("variant", [
     {}, {"feed_forward": "gated-gelu", "tie_embeddings": False}, {"tie_key_value": True}, {"num_kv_heads": 1},
     {"num_experts": 4, "decoder_sparse_step": 2, "encoder_sparse_step": 2},
 ])
-def test_one_row_steps_with_in_major_weights_match_no_cache(tiny_config, variant):
-    """One row, >= 16 steps: the steps read in-major copies of the output, q|k|v and feed-forward input
-    matrices (dense layers only). Same tokens as recomputing the whole prefix with the modules' own weights."""
+def test_one_row_steps_match_no_cache(tiny_config, variant, two_threads):
+    """One row: the products with an even number of outputs (output layer, q/k/v/o, wo) read their weights
+    split across threads, d_ff 37 does not split. Same tokens as recomputing the whole prefix each step."""
     config = tiny_config.replace(vocab_size=VOCAB, init_scale=3.0, **variant)
     model = build_model(config, seed=4).eval()
     ids = torch.randint(2, VOCAB, (1, 7), generator=torch.Generator().manual_seed(5))
     with torch.inference_mode():
-        hidden, _ = model.encode(ids)
-        steps = DecoderSteps(model, hidden, None, max_length=17)
-        dense = [isinstance(block.ffn, FeedForward) for block in model.decoder.layers]
-        assert steps.output_weight_DV is not None and all(w is not None for w in steps.cache.qkv_in_major)
-        assert [w is not None for w in steps.cache.ffn_in_major] == dense and (any(dense) or not variant)
         reference = _no_cache_greedy(model, ids, None, 17)
-    assert torch.equal(generate(model, ids, max_new_tokens=17, min_new_tokens=17), reference)
-
-
-def test_in_major_copies_stay_within_their_memory_budget(tiny_config, monkeypatch):
-    """Big models: the output matrix is copied first, then layers while the budget lasts; the rest of the
-    layers use their own weights, and the tokens do not change."""
-    import t5lab.generate
-
-    config = tiny_config.replace(vocab_size=VOCAB, init_scale=3.0)
-    model = build_model(config, seed=4).eval()
-    qkv_bytes = 3 * config.inner_dim * config.d_model * 4
-    output_bytes = config.vocab_size * config.d_model * 4
-    monkeypatch.setattr(t5lab.generate, "_IN_MAJOR_BYTES", output_bytes + qkv_bytes)
-    ids = torch.randint(2, VOCAB, (1, 7), generator=torch.Generator().manual_seed(5))
-    with torch.inference_mode():
-        hidden, _ = model.encode(ids)
-        steps = DecoderSteps(model, hidden, None, max_length=17)
-        reference = _no_cache_greedy(model, ids, None, 17)
-    assert steps.output_weight_DV is not None
-    assert [w is not None for w in steps.cache.qkv_in_major] == [True] + [False] * (config.num_decoder_layers - 1)
-    assert not any(w is not None for w in steps.cache.ffn_in_major)
     assert torch.equal(generate(model, ids, max_new_tokens=17, min_new_tokens=17), reference)
 
 
@@ -214,7 +197,7 @@ def test_int8_quantised_model_generates_close_logits(setup, tiny_config):
     quantised = quantize_int8(model)
     assert type(quantised.decoder.layers[0].ffn.wi).__name__ == "Linear"  # dynamic-quantised module class
     assert type(quantised.decoder.layers[0].ffn.wi).__module__.startswith("torch.ao.nn.quantized")
-    assert type(model.decoder.layers[0].ffn.wi).__module__.startswith("torch.nn")  # the original is untouched
+    assert type(model.decoder.layers[0].ffn.wi) is Linear  # the original is untouched
     dec = torch.zeros(4, 1, dtype=torch.long)
     with torch.inference_mode():
         a = model(ids, mask, decoder_input_ids=dec).logits
@@ -224,9 +207,9 @@ def test_int8_quantised_model_generates_close_logits(setup, tiny_config):
 
 
 @pytest.mark.parametrize("tied", [True, False])
-def test_int8_quantised_model_generates_one_row(tiny_config, tied):
-    """One row, >= 16 steps (the in-major path) and an untied head: quantised linears have no weight tensor
-    to copy, so they keep computing their own products."""
+def test_int8_quantised_model_generates_one_row(tiny_config, tied, two_threads):
+    """One row and an untied head: quantised linears have no weight tensor, so they compute their own
+    products (the tied output layer stays fp32 and splits)."""
     quantised = quantize_int8(build_model(tiny_config.replace(vocab_size=VOCAB, tie_embeddings=tied), seed=0).eval())
     ids = torch.randint(2, VOCAB, (1, 7), generator=torch.Generator().manual_seed(6))
     out = generate(quantised, ids, max_new_tokens=17, min_new_tokens=17)

@@ -24,10 +24,8 @@ from torch import nn
 
 from t5lab.errors import T5LabError
 from t5lab.model import T5, KVCache
-from t5lab.model.layers import FeedForward, in_major
+from t5lab.model.layers import Linear
 
-# Extra memory that one-row CPU decoding may spend on in-major weight copies (see DecoderSteps).
-_IN_MAJOR_BYTES = 512 * 2**20
 _NEG = -1.0e9  # transformers' "never choose this" score in beam search; kept equal for identical tie-breaking
 
 
@@ -136,36 +134,6 @@ class DecoderSteps:
         self.bias_table = model.decoder.self_attention_bias(max_length, max_length, 0, hidden_BSD.dtype)
         config = model.config
         self.start_id, self.pad_id = config.decoder_start_token_id, config.pad_token_id
-        self.output_weight_DV = None
-        if hidden_BSD.shape[0] == 1 and hidden_BSD.device.type == "cpu" and max_length >= 16:
-            self._use_in_major_weights()
-
-    def _use_in_major_weights(self) -> None:
-        """One-row steps on CPU are bound by reading weights, and CPU BLAS (MKL, 2 AMD cores) reads a matrix
-        with many outputs per input 2-3x faster stored in-major, [in, out]: the output matrix (1.5 vs 5.0 ms at
-        32128 x 256, 3.6 vs 7.6 ms at 32128 x 512), the feed-forward's input projection (48-128 vs 134-246 us at
-        1024 x 256) and self-attention's q|k|v as one matrix (89 vs 3 x 42-62 us at 3 x 256 x 256). The
-        other matrices (more inputs than outputs, or square) gain nothing and keep their layout. The copies
-        are made for this call only (a copy kept across calls could go stale unnoticed: in-place writes
-        through `.data` leave a tensor's version counter alone) and are paid back within about 16 steps.
-        They take at most `_IN_MAJOR_BYTES` of extra memory: the output matrix first, then layer by layer."""
-        c, element = self.model.config, self.hidden_BSD.element_size()
-        budget = _IN_MAJOR_BYTES
-
-        def fits(outputs: int) -> bool:
-            nonlocal budget
-            budget -= outputs * c.d_model * element
-            return budget >= 0
-
-        output_weight = self.model.output_weight()
-        if output_weight is not None and fits(c.vocab_size):
-            self.output_weight_DV = in_major(output_weight)
-        qkv_outputs = c.inner_dim + c.kv_heads * c.d_kv * (1 if c.tie_key_value else 2)
-        for i, block in enumerate(self.model.decoder.layers):
-            if fits(qkv_outputs):
-                self.cache.qkv_in_major[i] = block.self_attn.in_major_qkv()
-            if isinstance(block.ffn, FeedForward) and fits(c.d_ff * (2 if c.is_gated else 1)):
-                self.cache.ffn_in_major[i] = block.ffn.in_major_input()
 
     def __call__(self, tokens_B: torch.Tensor) -> torch.Tensor:
         """Logits [B, V] (fp32) for the next position, given the tokens chosen at the previous step."""
@@ -173,7 +141,6 @@ class DecoderSteps:
         logits_B1V, _ = self.model.decode(
             tokens_B[:, None], self.hidden_BSD, self.mask_BS, self.cache,
             position_bias=self.bias_table[:, :, t : t + 1, : t + 1],
-            output_weight_DV=self.output_weight_DV,
         )
         return logits_B1V[:, 0].float()
 
@@ -328,4 +295,9 @@ def quantize_int8(model: T5) -> nn.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", UserWarning)
-        return quantize_dynamic(copy.deepcopy(model).eval(), {nn.Linear}, dtype=torch.qint8)
+        quantised = copy.deepcopy(model).eval()
+        for module in quantised.modules():
+            if type(module) is Linear:
+                # quantize_dynamic converts exact nn.Linear only; t5lab's Linear adds a forward path, no state.
+                module.__class__ = nn.Linear
+        return quantize_dynamic(quantised, {nn.Linear}, dtype=torch.qint8)

@@ -1,11 +1,19 @@
-"""Building blocks: the CPU dropout's statistics, scaling, gradient and reproducibility."""
+"""Building blocks: the CPU dropout, the split one-row product, the relative position bias."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from t5lab.model.layers import Dropout, RelativePositionBias, dropout, relative_position_bucket
+from t5lab.model.layers import (
+    Dropout,
+    Linear,
+    RelativePositionBias,
+    dropout,
+    linear,
+    relative_position_bucket,
+)
 
 
 @pytest.mark.parametrize("p", [0.1, 0.4, 0.9])
@@ -37,6 +45,45 @@ def test_dropout_is_seeded_by_torch_and_off_in_eval():
     module = Dropout(0.5).eval()
     assert module(x) is x and dropout(x, 0.0) is x and not dropout(x, 1.0).any()
     assert dropout(x.to(torch.bfloat16), 0.5).dtype == torch.bfloat16
+
+
+@pytest.fixture
+def threads():
+    """Set torch's thread count for one test (`linear` splits by it), restored afterwards."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("num_threads", [1, 2, 3, 4])
+@pytest.mark.parametrize("outputs", [6, 7, 64])
+def test_linear_equals_f_linear_for_every_split(threads, num_threads, outputs):
+    threads(num_threads)
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(outputs, 40, generator=g)
+    for shape in [(40,), (1, 40), (1, 1, 40), (3, 40), (2, 1, 40)]:
+        x = torch.randn(*shape, generator=g)
+        y = linear(x, weight)
+        assert y.shape == (*shape[:-1], outputs)
+        torch.testing.assert_close(y, F.linear(x, weight), rtol=1e-6, atol=1e-5)
+    x = torch.randn(1, 1, 40, generator=g)
+    torch.testing.assert_close(linear(x, weight.T.contiguous().T), F.linear(x, weight))  # not contiguous: as is
+
+
+def test_one_row_on_several_threads_reads_the_weight_in_blocks(threads, monkeypatch):
+    """The fast path must not silently fall back: one row, 2 threads, an even output count -> one bmm."""
+    threads(2)
+    calls = []
+    bmm = torch.bmm
+    monkeypatch.setattr(torch, "bmm", lambda a, b: calls.append((a.shape, b.shape)) or bmm(a, b))
+    layer = Linear(40, 64, bias=False)
+    x = torch.randn(1, 1, 40, requires_grad=True)
+    layer(x).sum().backward()
+    assert calls == [((2, 32, 40), (2, 40, 1))]
+    torch.testing.assert_close(x.grad, layer.weight.sum(0).view(1, 1, 40))
+    layer(torch.randn(3, 40))  # more rows: F.linear
+    assert len(calls) == 1
+    assert set(Linear(4, 6).state_dict()) == {"weight", "bias"}  # nn.Linear's keys (checkpoints, FSDP, PEFT)
 
 
 @pytest.mark.parametrize("bidirectional", [True, False])

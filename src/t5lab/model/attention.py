@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from t5lab.config import ModelConfig
-from t5lab.model.layers import dropout, in_major_linears
+from t5lab.model.layers import Linear, dropout
 
 Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
 
@@ -95,11 +95,6 @@ class KVCache:
     Self-attention keys/values live in preallocated buffers [B, G, max_length, K] per layer, written in
     place, so a step costs no reallocation. Cross-attention keys/values are computed from the encoder
     output once, at the first step, and reused.
-
-    It can also carry, per layer, in-major copies of weights that one-row decoding on CPU reads faster
-    (made for one `generate` call, see `t5lab.generate.DecoderSteps`): self-attention's q|k|v projections
-    as one [D, (H + 2G) K] matrix (`Attention.in_major_qkv`) and the feed-forward's input projection(s)
-    (`FeedForward.in_major_input`). None: the modules use their own weights.
     """
 
     max_length: int
@@ -108,13 +103,11 @@ class KVCache:
     self_v: list[torch.Tensor | None] = field(default_factory=list)
     cross_k: list[torch.Tensor | None] = field(default_factory=list)
     cross_v: list[torch.Tensor | None] = field(default_factory=list)
-    qkv_in_major: list[torch.Tensor | None] = field(default_factory=list)
-    ffn_in_major: list[torch.Tensor | None] = field(default_factory=list)
 
     @classmethod
     def empty(cls, num_layers: int, max_length: int) -> KVCache:
         none = [None] * num_layers
-        return cls(max_length, 0, *(list(none) for _ in range(6)))
+        return cls(max_length, 0, *(list(none) for _ in range(4)))
 
     def append(self, layer: int, k_BGTK: torch.Tensor, v_BGTK: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write this step's keys/values for `layer`; return all keys/values so far."""
@@ -148,11 +141,11 @@ class Attention(nn.Module):
         self.num_kv_heads = config.kv_heads
         self.d_kv = config.d_kv
         kv_dim = self.num_kv_heads * config.d_kv
-        self.q = nn.Linear(config.d_model, config.inner_dim, bias=False)
-        self.k = nn.Linear(config.d_model, kv_dim, bias=False)
+        self.q = Linear(config.d_model, config.inner_dim, bias=False)
+        self.k = Linear(config.d_model, kv_dim, bias=False)
         # `-skv`: one projection serves keys and values (the value path reuses `k`).
-        self.v = None if config.tie_key_value else nn.Linear(config.d_model, kv_dim, bias=False)
-        self.o = nn.Linear(config.inner_dim, config.d_model, bias=False)
+        self.v = None if config.tie_key_value else Linear(config.d_model, kv_dim, bias=False)
+        self.o = Linear(config.inner_dim, config.d_model, bias=False)
         self.dropout = config.dropout
         self.kernel: Kernel = eager_attention
 
@@ -164,18 +157,6 @@ class Attention(nn.Module):
         k_BGSK = self._heads(self.k(source_BSD), self.num_kv_heads)
         v_BGSK = k_BGSK if self.v is None else self._heads(self.v(source_BSD), self.num_kv_heads)
         return k_BGSK, v_BGSK
-
-    def in_major_qkv(self) -> torch.Tensor | None:
-        """The q, k[, v] projections as one in-major matrix [D, (H + 2G) K] (tied key/value: [D, (H + G) K]), see
-        `KVCache`; None if they are not plain `nn.Linear` (e.g. int8-quantised)."""
-        return in_major_linears(self.q, self.k, *([] if self.v is None else [self.v]))
-
-    def _split_qkv(self, qkv_BTX: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        q_dim, kv_dim = self.num_heads * self.d_kv, self.num_kv_heads * self.d_kv
-        q = self._heads(qkv_BTX[..., :q_dim], self.num_heads)
-        k = self._heads(qkv_BTX[..., q_dim : q_dim + kv_dim], self.num_kv_heads)
-        v = k if self.v is None else self._heads(qkv_BTX[..., q_dim + kv_dim :], self.num_kv_heads)
-        return q, k, v
 
     def forward(
         self,
@@ -190,14 +171,9 @@ class Attention(nn.Module):
         With a cache, self-attention appends this step's keys/values and cross-attention computes its
         keys/values once (`layer` indexes the cache).
         """
-        qkv_DX = None if cache is None or source_BSD is not None else cache.qkv_in_major[layer]
-        if qkv_DX is not None:  # one-row decoding: q, k, v from one in-major matrix
-            q_BHTK, k, v = self._split_qkv(x_BTD @ qkv_DX)
-        else:
-            q_BHTK = self._heads(self.q(x_BTD), self.num_heads)
+        q_BHTK = self._heads(self.q(x_BTD), self.num_heads)
         if source_BSD is None:
-            if qkv_DX is None:
-                k, v = self._project_kv(x_BTD)
+            k, v = self._project_kv(x_BTD)
             if cache is not None:
                 k, v = cache.append(layer, k, v)
         elif cache is None:

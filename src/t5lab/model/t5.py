@@ -17,7 +17,7 @@ from torch import nn
 
 from t5lab.config import ModelConfig
 from t5lab.model.attention import ATTENTION_BACKENDS, Attention, KVCache
-from t5lab.model.layers import Dropout, FeedForward, RelativePositionBias, RMSNorm
+from t5lab.model.layers import Dropout, FeedForward, Linear, RelativePositionBias, RMSNorm, linear
 from t5lab.model.loss import linear_cross_entropy
 
 
@@ -59,9 +59,7 @@ class Block(nn.Module):
         if source is not None:
             h = self.cross_attn(self.cross_attn_norm(x), source_bias, source, cache=cache, layer=layer)
             x = x + self.dropout(h)
-        ffn_input_DX = cache.ffn_in_major[layer] if cache is not None else None
-        h_input = self.ffn_norm(x)
-        h, router = self.ffn(h_input) if ffn_input_DX is None else self.ffn(h_input, ffn_input_DX)
+        h, router = self.ffn(self.ffn_norm(x))
         return x + self.dropout(h), router
 
 
@@ -130,7 +128,7 @@ class T5(nn.Module):
         self.shared = nn.Embedding(config.vocab_size, config.d_model, _weight=torch.empty(config.vocab_size, config.d_model))
         self.encoder = Stack(config, decoder=False, feed_forward_factory=factory)
         self.decoder = Stack(config, decoder=True, feed_forward_factory=factory)
-        self.lm_head = None if config.tie_embeddings else nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.lm_head = None if config.tie_embeddings else Linear(config.d_model, config.vocab_size, bias=False)
 
     # ----------------------------------------------------------------------------------------------------
     def encode(self, input_ids_BS: torch.Tensor, attention_mask_BS: torch.Tensor | None = None):
@@ -144,12 +142,10 @@ class T5(nn.Module):
         attention_mask_BS: torch.Tensor | None = None,
         cache: KVCache | None = None,
         position_bias: torch.Tensor | None = None,
-        output_weight_DV: torch.Tensor | None = None,
     ):
         """Decoder logits [B, T, V] for the given target prefix (one new position per step with a cache).
 
         `position_bias`: the decoder's self-attention bias for these positions, precomputed (see `Stack.forward`).
-        `output_weight_DV`: see `output_logits`.
         """
         hidden_BTD, routers = self.decoder(
             self.shared(decoder_input_ids_BT),
@@ -158,7 +154,7 @@ class T5(nn.Module):
             cache=cache,
             position_bias=position_bias,
         )
-        return self.output_logits(hidden_BTD, output_weight_DV), routers
+        return self.output_logits(hidden_BTD), routers
 
     def output_weight(self) -> torch.Tensor | None:
         """The output projection [V, D]: the shared embedding when tied, else `lm_head`'s weight; None when
@@ -171,16 +167,15 @@ class T5(nn.Module):
         # Tied output embedding: Mesh-TF rescales by d_model**-0.5 (v1.1's untied head is not rescaled).
         return hidden_BTD * self.config.d_model**-0.5 if self.lm_head is None else hidden_BTD
 
-    def output_logits(self, hidden_BTD: torch.Tensor, output_weight_DV: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits [B, T, V]. `output_weight_DV`: `output_weight()` transposed to [D, V] and contiguous, which
-        generation keeps for its one-row steps on CPU (see `t5lab.generate.DecoderSteps`)."""
+    def output_logits(self, hidden_BTD: torch.Tensor) -> torch.Tensor:
+        """Logits [B, T, V]."""
         hidden_BTD = self._output_input(hidden_BTD)
-        if output_weight_DV is not None:
-            return hidden_BTD @ output_weight_DV
         weight_VD = self.output_weight()
         if weight_VD is None:
             return self.lm_head(hidden_BTD)
         B, T, D = hidden_BTD.shape
+        if B * T == 1:
+            return linear(hidden_BTD, weight_VD)
         if B * T <= 16:
             # Decoding steps: CPU BLAS runs the thin product W h^T up to 2.6x faster than h W^T (measured at
             # 8 rows x 32128 x 256); the logits come back as a transposed view.
