@@ -10,6 +10,7 @@ from t5lab.model.layers import (
     Dropout,
     Linear,
     RelativePositionBias,
+    RMSNorm,
     dropout,
     linear,
     relative_position_bucket,
@@ -84,6 +85,23 @@ def test_one_row_on_several_threads_reads_the_weight_in_blocks(threads, monkeypa
     layer(torch.randn(3, 40))  # more rows: F.linear
     assert len(calls) == 1
     assert set(Linear(4, 6).state_dict()) == {"weight", "bias"}  # nn.Linear's keys (checkpoints, FSDP, PEFT)
+
+
+@pytest.mark.parametrize("dim", [24, 37, 512])
+def test_rms_norm_equals_torch_rms_norm(dim):
+    """The CPU path (dim and eps as tensors) is torch.rms_norm's arithmetic: bitwise forward, same gradients."""
+    norm = RMSNorm(dim, eps=1e-5)
+    norm.weight.data.normal_()
+    x = torch.randn(3, 5, dim, requires_grad=True)
+    y, reference = norm(x), torch.rms_norm(x, (dim,), norm.weight, eps=1e-5)
+    assert torch.equal(y, reference)
+    grad = torch.randn_like(y)
+    for ours, theirs in zip(torch.autograd.grad(y, (x, norm.weight), grad),
+                            torch.autograd.grad(reference, (x, norm.weight), grad), strict=True):
+        torch.testing.assert_close(ours, theirs)
+    half = norm.to(torch.bfloat16)(x.detach().bfloat16())  # half weights: normalised in fp32, returned in bf16
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half.float(), reference.detach(), rtol=0.02, atol=0.05)
 
 
 @pytest.mark.parametrize("bidirectional", [True, False])

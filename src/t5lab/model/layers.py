@@ -42,15 +42,15 @@ def linear(x: torch.Tensor, weight_OI: torch.Tensor) -> torch.Tensor:
     bandwidth, which is what a decoding step is bound by. torch's `bmm` runs its batch entries on separate
     threads, so the weight, viewed as `splits` blocks of rows (no copy), is read by every core: 12-18 vs
     6-10 GB/s on 2 AMD EPYC cores for the matrices of t5-efficient-tiny/small (512 x 512: 15 vs 9 GB/s;
-    32128 x 512: 18 vs 7 GB/s). Same products, same summation per output. The row goes in as a
-    column with leading dimension I (`.T` of [1, I]): with leading dimension 1 the same `bmm` took a path
-    2x slower than `F.linear`.
+    32128 x 512: 18 vs 7 GB/s). Same products, same summation per output.
     """
     splits = math.gcd(weight_OI.shape[0], torch.get_num_threads())
     if splits == 1 or x.numel() != x.shape[-1] or x.device.type != "cpu" or not weight_OI.is_contiguous():
         return F.linear(x, weight_OI)
     O, I = weight_OI.shape
-    column = x.reshape(1, I).T.expand(splits, I, 1)
+    # The row as a column [I, 1] with leading dimension I, shared by every block (strides 0, 1, I). With
+    # leading dimension 1 (e.g. `x.reshape(1, I, 1).expand(...)`) torch's bmm took a path 2x slower than F.linear.
+    column = x.contiguous().as_strided((splits, I, 1), (0, 1, I))
     return torch.bmm(weight_OI.view(splits, O // splits, I), column).view(*x.shape[:-1], O)
 
 
@@ -82,12 +82,18 @@ class RMSNorm(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(dim))
         self.eps = eps
+        # The CPU path's dim and eps as tensors (not state: fixed by the constructor, never moved).
+        self._cpu_dim, self._cpu_eps = torch.tensor(float(dim), device="cpu"), torch.tensor(eps, device="cpu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # torch.rms_norm is one op (x * rsqrt(mean(x^2) + eps), times the weight), bitwise equal to the
-        # explicit form on fp32 input; fewer ops matter when decoding one token at a time.
         if x.dtype == self.weight.dtype == torch.float32:
-            return torch.rms_norm(x, x.shape[-1:], self.weight, eps=self.eps)
+            if x.device.type == "cpu":
+                # x * rsqrt(mean(x^2) + eps) * weight in the ops torch.rms_norm runs on CPU (bitwise equal), but
+                # with dim and eps as tensors: each Python number costs a wrapped-scalar tensor, and the norm
+                # (19 per decoding step of t5-efficient-small) took 20-30% of a step's non-matmul time.
+                mean_square = torch.sum(x * x, -1, keepdim=True).div_(self._cpu_dim).add_(self._cpu_eps)
+                return torch.mul(x, mean_square.rsqrt_()).mul_(self.weight)
+            return torch.rms_norm(x, x.shape[-1:], self.weight, eps=self.eps)  # one fused kernel on GPUs
         # Half input is normalised in fp32.
         x = torch.rms_norm(x.float(), x.shape[-1:], eps=self.eps)
         # Half-precision weights: return in their dtype, as transformers does (it keeps the residual in fp32).
