@@ -152,3 +152,13 @@ def test_meta_device_build_has_published_parameter_count():
 
     model = build_model(ModelConfig.from_name("t5-efficient-tiny"), device="meta")
     assert model.num_parameters() == 15_570_688
+
+
+def test_model_traces_as_one_graph(model, tiny_config):
+    """torch.compile (here only its tracer, the eager backend) sees the model as one graph: the CPU fast paths
+    (split one-row products, the RMSNorm form) step aside while compiling instead of breaking the graph."""
+    ids, labels = _batch(tiny_config)
+    compiled = torch.compile(lambda x, y: model(x, labels=y).logits, backend="eager", fullgraph=True)
+    # Many rows, and one row (one input and one target token: the split path in eager mode).
+    for x, y in ((ids, labels), (ids[:1, :1], labels[:1, :1])):
+        torch.testing.assert_close(compiled(x, y), model(x, labels=y).logits)
