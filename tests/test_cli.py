@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from t5lab.cli import _commands, _shell_style
+import pytest
+
+from t5lab.cli import _commands, _shell_style, main
 
 
 def test_bare_words_flags_and_hyphens() -> None:
@@ -39,3 +41,11 @@ def test_generate_takes_bare_texts() -> None:
     commands = _commands()
     assert _shell_style(["generate", "--model", "m", "The <extra_id_0> park", "A <extra_id_0>"], commands) == [
         "generate", "--model", "m", "--texts+", "The <extra_id_0> park", "--texts+", "A <extra_id_0>"]
+
+
+def test_help_names_the_program_t5lab(capsys) -> None:
+    """Not `__main__.py` when run as `python -m t5lab`."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", "--help"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: t5lab ")

@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = _commands()
     args = sys.argv[1:] if argv is None else argv
     try:
-        CLI(commands, args=_shell_style(args, commands), as_positional=True)
+        CLI(commands, args=_shell_style(args, commands), as_positional=True, prog="t5lab")
     except T5LabError as e:
         print(f"t5lab: error: {e}", file=sys.stderr)
         return 1
