@@ -59,8 +59,11 @@ def _attention(q, k, v, bias, dropout_p: float) -> torch.Tensor:
     v = _expand_kv_heads(v, q.shape[1])
     scores_BHTS = torch.matmul(q, k.transpose(-1, -2))
     if bias is not None:
-        scores_BHTS = scores_BHTS + bias
-    weights_BHTS = torch.softmax(scores_BHTS.float(), dim=-1).type_as(q)
+        scores_BHTS = scores_BHTS.add_(bias)  # in place: the product is fresh and its backward does not need it
+    if scores_BHTS.dtype == torch.float32:
+        weights_BHTS = torch.softmax(scores_BHTS, dim=-1)
+    else:
+        weights_BHTS = torch.softmax(scores_BHTS.float(), dim=-1).type_as(q)
     weights_BHTS = dropout(weights_BHTS, dropout_p)
     return torch.matmul(weights_BHTS, v)
 
