@@ -27,3 +27,15 @@ def test_grouped_batch_equals_one_shot(bias_rows, kv_heads, monkeypatch):
         results.append([out.detach()] + [t.grad for t in (q, k, v, bias)])
     for one_shot, grouped in zip(*results, strict=True):
         torch.testing.assert_close(grouped, one_shot)
+
+
+def test_half_scores_with_a_fully_masked_row_stay_finite():
+    """bf16 q/k/v (as under autocast) with an fp32 padding bias: the bias is added in fp32, as transformers'
+    promotion does; rounded to bf16 its minimum would become -inf and the fully masked row NaN."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 4, 8, generator=g).bfloat16() for _ in range(3))
+    bias = torch.zeros(2, 1, 1, 4)
+    bias[1] = torch.finfo(torch.float32).min  # every key of row 1 is padding
+    out = attention.eager_attention(q, k, v, bias, 0.0)
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+    torch.testing.assert_close(out[:1], attention.eager_attention(q[:1], k[:1], v[:1], None, 0.0))  # zero bias

@@ -155,8 +155,8 @@ def test_meta_device_build_has_published_parameter_count():
 
 
 def test_model_traces_as_one_graph(model, tiny_config):
-    """torch.compile (here only its tracer, the eager backend) sees the model as one graph: the CPU fast paths
-    (split one-row products, the RMSNorm form) step aside while compiling instead of breaking the graph."""
+    """torch.compile (here only its tracer, the eager backend) sees the model as one graph: the split one-row
+    products step aside while compiling instead of breaking the graph (torch.get_num_threads did)."""
     ids, labels = _batch(tiny_config)
     compiled = torch.compile(lambda x, y: model(x, labels=y).logits, backend="eager", fullgraph=True)
     # Many rows, and one row (one input and one target token: the split path in eager mode).

@@ -59,8 +59,14 @@ def _attention(q, k, v, bias, dropout_p: float) -> torch.Tensor:
     v = _expand_kv_heads(v, q.shape[1])
     scores_BHTS = torch.matmul(q, k.transpose(-1, -2))
     if bias is not None:
-        scores_BHTS = scores_BHTS.add_(bias)  # in place: the product is fresh and its backward does not need it
-    if scores_BHTS.dtype == torch.float32:
+        # In place where the sum keeps the scores' dtype and shape (the product is fresh and its backward does
+        # not need it). Not for bf16 scores with an fp32 bias (autocast): rounded to bf16, the mask's fp32 minimum
+        # becomes -inf, and a fully masked row's softmax NaN; `+` promotes to fp32 as before.
+        if bias.dtype == scores_BHTS.dtype and torch.broadcast_shapes(bias.shape, scores_BHTS.shape) == scores_BHTS.shape:
+            scores_BHTS = scores_BHTS.add_(bias)
+        else:
+            scores_BHTS = scores_BHTS + bias
+    if scores_BHTS.dtype == q.dtype == torch.float32:
         weights_BHTS = torch.softmax(scores_BHTS, dim=-1)
     else:
         weights_BHTS = torch.softmax(scores_BHTS.float(), dim=-1).type_as(q)

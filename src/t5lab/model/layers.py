@@ -36,17 +36,20 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
 
 
 def linear(x: torch.Tensor, weight_OI: torch.Tensor) -> torch.Tensor:
-    """`F.linear(x, weight_OI)` without bias, with one row (a batch-1 decoding step) on CPU split across cores.
+    """`F.linear(x, weight_OI)` without bias, with one fp32 row (a batch-1 decoding step) on CPU split across cores.
 
     CPU BLAS (MKL here) runs a one-row product as fast on 1 thread as on 2, and one core streams about half
-    of the memory bandwidth, which is what a decoding step is bound by. torch's `bmm` runs its batch entries on separate
-    threads, so the weight, viewed as `splits` blocks of rows (no copy), is read by every core: 12-18 vs
-    6-10 GB/s on 2 AMD EPYC cores for the matrices of t5-efficient-tiny/small (512 x 512: 15 vs 9 GB/s;
-    32128 x 512: 18 vs 7 GB/s). Same products, same summation per output.
+    of the memory bandwidth, which is what a decoding step is bound by. torch's `bmm` runs its batch entries
+    on separate threads, so the weight, viewed as `splits` blocks of rows (no copy), is read by every core:
+    12-18 vs 6-10 GB/s on 2 AMD EPYC cores for the matrices of t5-efficient-tiny/small (512 x 512: 15 vs
+    9 GB/s; 32128 x 512: 18 vs 7 GB/s). The sums may round differently from F.linear's (~1e-5 relative at
+    512 inputs) and, as with any multi-threaded BLAS, can depend on the thread count. Measured on 2 cores
+    and fp32 only: other dtypes keep F.linear, and at most 8 blocks are used.
     """
-    if x.numel() != x.shape[-1] or x.device.type != "cpu" or torch.compiler.is_compiling():  # compiled: its own kernels
+    if (isinstance(x, torch.fx.Proxy) or torch.compiler.is_compiling()  # traced or compiled: the tracer's kernels
+            or x.device.type != "cpu" or x.dtype != torch.float32 or x.numel() != x.shape[-1]):
         return F.linear(x, weight_OI)
-    splits = math.gcd(weight_OI.shape[0], torch.get_num_threads())
+    splits = math.gcd(weight_OI.shape[0], min(torch.get_num_threads(), 8))
     if splits == 1 or not weight_OI.is_contiguous():
         return F.linear(x, weight_OI)
     O, I = weight_OI.shape
@@ -84,8 +87,10 @@ class RMSNorm(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(dim))
         self.eps = eps
-        # The CPU path's dim and eps as tensors (not state: fixed by the constructor, never moved).
-        self._cpu_dim, self._cpu_eps = torch.tensor(float(dim), device="cpu"), torch.tensor(eps, device="cpu")
+        # The CPU path's dim and eps as tensors (not state: fixed by the constructor, never moved). Normal
+        # tensors even when built under inference_mode: autograd saves the divisor for backward.
+        with torch.inference_mode(False):
+            self._cpu_dim, self._cpu_eps = torch.tensor(float(dim), device="cpu"), torch.tensor(eps, device="cpu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == self.weight.dtype == torch.float32:
