@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from t5lab.data.tasks.base import read_jsonl
 from t5lab.errors import T5LabError
 from t5lab.files import write_atomic
 
@@ -21,21 +22,16 @@ def append_row(path: Path, row: dict[str, Any]) -> None:
 
 
 def iter_rows(file: Path, fields: tuple[str, ...], hint: str = "") -> Iterator[tuple[int, dict]]:
-    """(line number, row) of every JSONL row of an existing `file`; each row must hold `fields`.
+    """(line number, row) of every JSONL row of an existing `file` (read by the tasks' `read_jsonl`: one JSON
+    object per line); each row must hold `fields`.
 
     `hint` follows the missing-field error (what rows the command expects).
     """
-    for number, line in enumerate(file.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise T5LabError(f"{file}:{number}: not valid JSON ({e.msg})") from None
+    for location, row in read_jsonl(file):
         for field in fields:
-            if not isinstance(row, dict) or field not in row:
-                raise T5LabError(f"{file}:{number}: missing field '{field}'{hint}")
-        yield number, row
+            if field not in row:
+                raise T5LabError(f"{file}:{location}: missing field '{field}'{hint}")
+        yield int(location), row
 
 
 def read_rows(paths: list[str], fields: tuple[str, ...], hint: str = "") -> list[tuple[Path, int, dict]]:
