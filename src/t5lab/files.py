@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -17,3 +19,10 @@ def write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_figure(figure: Any, path: Path, **savefig: Any) -> None:
+    """A matplotlib figure as a PNG file, written atomically; `savefig` goes to `figure.savefig` (e.g. dpi)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", **savefig)
+    write_atomic(path, buffer.getvalue())

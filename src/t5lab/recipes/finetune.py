@@ -13,7 +13,6 @@ average of their primary metrics (as T5 averages GLUE).
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from t5lab.errors import T5LabError
-from t5lab.files import write_atomic
+from t5lab.files import write_atomic, write_figure
 from t5lab.train.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -277,8 +276,6 @@ def plot_learning_curve(metrics: Path, path: Path, metric: str) -> Path:
     if handles:
         ax.legend(handles=handles, loc="center right")
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
+    write_figure(fig, path)
     plt.close(fig)
-    write_atomic(path, buffer.getvalue())
     return path

@@ -9,7 +9,7 @@ from typing import Literal
 
 from t5lab.analysis.pareto import Point, frontier
 from t5lab.errors import T5LabError
-from t5lab.files import write_atomic
+from t5lab.files import write_atomic, write_figure
 from t5lab.recipes.results import read_rows
 
 X_FIELDS = {"params": "params", "flops": "flops", "throughput": "tokens_per_s"}
@@ -44,10 +44,8 @@ def _plot(points: list[Point], front: list[Point], x: str, y: str, path: Path) -
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
+    write_figure(fig, path, dpi=120)
     plt.close(fig)
-    write_atomic(path, buffer.getvalue())
 
 
 def pareto(

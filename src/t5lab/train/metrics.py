@@ -10,7 +10,6 @@ drops the rows logged after the checkpoint it resumes from, so the file reads as
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import math
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 import torch
 
-from t5lab.files import write_atomic
+from t5lab.files import write_atomic, write_figure
 
 
 def router_metrics(routers: list[Any]) -> dict[str, float | list[float]]:
@@ -120,10 +119,8 @@ class MetricsLog:
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png")
+        write_figure(fig, path)
         plt.close(fig)
-        write_atomic(path, buffer.getvalue())
         return path
 
     def close(self) -> None:
