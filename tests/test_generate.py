@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import tempfile
 
 import pytest
@@ -178,6 +179,31 @@ def test_one_row_steps_match_no_cache(tiny_config, variant, two_threads):
     with torch.inference_mode():
         reference = _no_cache_greedy(model, ids, None, 17)
     assert torch.equal(generate(model, ids, max_new_tokens=17, min_new_tokens=17), reference)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_one_row_output_layer_copy_is_kept_and_follows_the_weight(tiny_config, tied, two_threads):
+    """Batch-1 decoding reads the output layer from a transposed copy kept on the model: same logits as the
+    weight itself, reused across calls, rebuilt when the weight changes, dropped for training, not pickled."""
+    model = build_model(tiny_config.replace(vocab_size=VOCAB, tie_embeddings=tied), seed=0).eval()
+    hidden = torch.randn(1, 1, tiny_config.d_model)
+    reference = model.output_logits(hidden)  # gradients on: the weight itself
+    assert model._one_row_output is None
+    with torch.inference_mode():
+        torch.testing.assert_close(model.output_logits(hidden), reference)
+        copy = model._one_row_output[2]
+        model.output_logits(hidden)
+        assert model._one_row_output[2] is copy
+    with torch.no_grad():
+        model.output_weight().mul_(2.0)  # e.g. an optimizer step
+    with torch.no_grad():
+        torch.testing.assert_close(model.output_logits(hidden), 2 * reference)
+    assert model._one_row_output[2] is not copy
+    clone = pickle.loads(pickle.dumps(model))
+    assert clone._one_row_output is None
+    torch.testing.assert_close(clone.output_logits(hidden), 2 * reference)
+    model.train()
+    assert model._one_row_output is None
 
 
 def test_bad_options_are_user_errors(setup):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,7 +15,9 @@ from t5lab.model.layers import (
     RMSNorm,
     dropout,
     linear,
+    linear_in_major,
     relative_position_bucket,
+    row_blocks_in_major,
 )
 
 
@@ -86,6 +90,25 @@ def test_one_row_on_several_threads_reads_the_weight_in_blocks(threads, monkeypa
     layer.bfloat16()(x.detach().bfloat16())  # measured for fp32 only: other dtypes keep F.linear
     assert len(calls) == 1
     assert set(Linear(4, 6).state_dict()) == {"weight", "bias"}  # nn.Linear's keys (checkpoints, FSDP, PEFT)
+
+
+@pytest.mark.parametrize("num_threads", [1, 2, 3, 4])
+@pytest.mark.parametrize("outputs", [6, 7, 64])
+def test_in_major_blocks_give_f_linear_for_one_row(threads, num_threads, outputs):
+    threads(num_threads)
+    g = torch.Generator().manual_seed(1)
+    weight = torch.randn(outputs, 40, generator=g)
+    blocks = row_blocks_in_major(weight)
+    if blocks is None:  # no split (one thread, or an output count the threads do not divide): nothing to gain
+        assert linear(torch.zeros(40), weight).shape == (outputs,) and math.gcd(outputs, num_threads) == 1
+        return
+    assert blocks.shape == (math.gcd(outputs, num_threads), 40, outputs // blocks.shape[0])
+    for shape in [(40,), (1, 40), (1, 1, 40)]:
+        x = torch.randn(*shape, generator=g)
+        torch.testing.assert_close(linear_in_major(x, blocks), F.linear(x, weight), rtol=1e-6, atol=1e-5)
+    with torch.inference_mode():
+        built_in_inference = row_blocks_in_major(weight)
+    assert not built_in_inference.is_inference()  # usable outside inference mode too
 
 
 def test_linear_traces_with_fx_like_nn_linear():
