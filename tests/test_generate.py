@@ -184,7 +184,8 @@ def test_one_row_steps_match_no_cache(tiny_config, variant, two_threads):
 @pytest.mark.parametrize("tied", [True, False])
 def test_one_row_output_layer_copy_is_kept_and_follows_the_weight(tiny_config, tied, two_threads):
     """Batch-1 decoding reads the output layer from a transposed copy kept on the model: same logits as the
-    weight itself, reused across calls, rebuilt when the weight changes, dropped for training, not pickled."""
+    weight itself, reused across calls, rebuilt when the weight or the thread count changes, dropped for
+    training, not pickled."""
     model = build_model(tiny_config.replace(vocab_size=VOCAB, tie_embeddings=tied), seed=0).eval()
     hidden = torch.randn(1, 1, tiny_config.d_model)
     reference = model.output_logits(hidden)  # gradients on: the weight itself
@@ -202,6 +203,10 @@ def test_one_row_output_layer_copy_is_kept_and_follows_the_weight(tiny_config, t
     clone = pickle.loads(pickle.dumps(model))
     assert clone._one_row_output is None
     torch.testing.assert_close(clone.output_logits(hidden), 2 * reference)
+    torch.set_num_threads(1)  # (the fixture restores the count)
+    with torch.inference_mode():
+        torch.testing.assert_close(model.output_logits(hidden), 2 * reference)
+    assert model._one_row_output[2] is None  # one thread: nothing to split, the weight itself is read
     model.train()
     assert model._one_row_output is None
 

@@ -61,7 +61,8 @@ def linear(x: torch.Tensor, weight_OI: torch.Tensor) -> torch.Tensor:
 
 def row_blocks_in_major(weight_OI: torch.Tensor) -> torch.Tensor | None:
     """A copy of `weight_OI` for `linear_in_major`: `splits` blocks of rows (as `linear` splits them), each
-    stored transposed, [splits, I, O / splits]. None where `linear` would not split (one thread, odd O).
+    stored transposed, [splits, I, O / splits]. None where `linear` would not split (one thread, or
+    an O that the threads do not divide).
 
     Why a copy: a one-row product reads an [I, O/splits] block at the speed of a plain sum (one pass of
     axpy-like updates), but a row-major [O/splits, I] block (one dot product per row) about 30% slower, once

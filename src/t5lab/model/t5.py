@@ -139,7 +139,7 @@ class T5(nn.Module):
         self.encoder = Stack(config, decoder=False, feed_forward_factory=factory)
         self.decoder = Stack(config, decoder=True, feed_forward_factory=factory)
         self.lm_head = None if config.tie_embeddings else Linear(config.d_model, config.vocab_size, bias=False)
-        # (weakref to the output weight, (data_ptr, version), row_blocks_in_major of it): see _one_row_output_blocks.
+        # (weakref to the output weight, its version key, row_blocks_in_major of it): see _one_row_output_blocks.
         self._one_row_output: tuple | None = None
 
     # ----------------------------------------------------------------------------------------------------
@@ -201,13 +201,13 @@ class T5(nn.Module):
         A cache, kept between `generate` calls: the copy costs V x D more memory and is built once (35 ms for
         t5-efficient-tiny, 80 ms for -small on 2 cores); greedy decoding at batch 1 then ran 12% (tiny) and
         2-5% (small) faster per token (interleaved runs in one process), so it pays for itself after ~45
-        (tiny) to ~150 (small) tokens. Rebuilt when the weight changes (another tensor, or updated in place);
-        dropped when the model goes back to training mode; never pickled or deep-copied.
+        (tiny) to ~150 (small) tokens. Rebuilt when the weight changes (another tensor, or updated in place) or
+        the thread count changes; dropped when the model goes back to training mode; never pickled or deep-copied.
         """
         if (torch.is_grad_enabled() or torch.compiler.is_compiling() or weight_VD.device.type != "cpu"
                 or weight_VD.dtype != torch.float32 or weight_VD.is_inference() or not weight_VD.is_contiguous()):
             return None
-        version = (weight_VD.data_ptr(), weight_VD._version)
+        version = (weight_VD.data_ptr(), weight_VD._version, torch.get_num_threads())  # threads: the block count
         cached = self._one_row_output
         if cached is None or cached[0]() is not weight_VD or cached[1] != version:
             cached = self._one_row_output = (weakref.ref(weight_VD), version, row_blocks_in_major(weight_VD))
