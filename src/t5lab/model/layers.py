@@ -35,6 +35,12 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     return x * mask.mul_(32768 / (32768 - threshold)).view_as(x)
 
 
+def one_row_splits(outputs: int) -> int:
+    """How many blocks of rows a one-row product splits its weight into: one per thread, at most 8 (measured on
+    2 cores only), and a divisor of `outputs` so that the blocks are equal views."""
+    return math.gcd(outputs, min(torch.get_num_threads(), 8))
+
+
 def linear(x: torch.Tensor, weight_OI: torch.Tensor) -> torch.Tensor:
     """`F.linear(x, weight_OI)` without bias, with one fp32 row (a batch-1 decoding step) on CPU split across cores.
 
@@ -49,7 +55,7 @@ def linear(x: torch.Tensor, weight_OI: torch.Tensor) -> torch.Tensor:
     if (isinstance(x, torch.fx.Proxy) or torch.compiler.is_compiling()  # traced or compiled: the tracer's kernels
             or x.device.type != "cpu" or x.dtype != torch.float32 or x.numel() != x.shape[-1]):
         return F.linear(x, weight_OI)
-    splits = math.gcd(weight_OI.shape[0], min(torch.get_num_threads(), 8))
+    splits = one_row_splits(weight_OI.shape[0])
     if splits == 1 or not weight_OI.is_contiguous():
         return F.linear(x, weight_OI)
     O, I = weight_OI.shape
@@ -70,7 +76,7 @@ def row_blocks_in_major(weight_OI: torch.Tensor) -> torch.Tensor | None:
     2.3 ms. For the square and wide matrices of the layers it was slower (512 x 512: 9 vs 11.5 GB/s), so
     only the output layer uses it.
     """
-    splits = math.gcd(weight_OI.shape[0], min(torch.get_num_threads(), 8))
+    splits = one_row_splits(weight_OI.shape[0])
     if splits == 1:
         return None
     O, I = weight_OI.shape

@@ -26,6 +26,7 @@ from t5lab.model.layers import (
     RMSNorm,
     linear,
     linear_in_major,
+    one_row_splits,
     row_blocks_in_major,
 )
 from t5lab.model.loss import linear_cross_entropy
@@ -201,13 +202,16 @@ class T5(nn.Module):
         A cache, kept between `generate` calls: the copy costs V x D more memory and is built once (35 ms for
         t5-efficient-tiny, 80 ms for -small on 2 cores); greedy decoding at batch 1 then ran 12% (tiny) and
         2-5% (small) faster per token (interleaved runs in one process), so it pays for itself after ~45
-        (tiny) to ~150 (small) tokens. Rebuilt when the weight changes (another tensor, or updated in place) or
-        the thread count changes; dropped when the model goes back to training mode; never pickled or deep-copied.
+        (tiny) to ~150 (small) tokens. Rebuilt when the weight is another tensor, is updated in place (torch's
+        version counter: optimizer steps, `load_state_dict`, `nn.init`) or the thread count changes the blocks; dropped
+        when the model goes back to training mode; never pickled or deep-copied. Writes through `.data` are
+        the exception: torch does not count them, so after such a write call `model.train()` (then `.eval()`)
+        before decoding again.
         """
         if (torch.is_grad_enabled() or torch.compiler.is_compiling() or weight_VD.device.type != "cpu"
                 or weight_VD.dtype != torch.float32 or weight_VD.is_inference() or not weight_VD.is_contiguous()):
             return None
-        version = (weight_VD.data_ptr(), weight_VD._version, torch.get_num_threads())  # threads: the block count
+        version = (weight_VD.data_ptr(), weight_VD._version, one_row_splits(weight_VD.shape[0]))
         cached = self._one_row_output
         if cached is None or cached[0]() is not weight_VD or cached[1] != version:
             cached = self._one_row_output = (weakref.ref(weight_VD), version, row_blocks_in_major(weight_VD))
