@@ -7,7 +7,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
+from t5lab.model import layers
 from t5lab.model.layers import (
     Dropout,
     Linear,
@@ -109,6 +111,51 @@ def test_in_major_blocks_give_f_linear_for_one_row(threads, num_threads, outputs
     with torch.inference_mode():
         built_in_inference = row_blocks_in_major(weight)
     assert not built_in_inference.is_inference()  # usable outside inference mode too
+
+
+onednn = pytest.mark.skipif(not hasattr(torch.ops.mkldnn, "_linear_pointwise") or not torch.backends.mkldnn.is_available(),
+                            reason="this torch build has no oneDNN linear op")
+
+
+@onednn
+@pytest.mark.parametrize("needs", [(True, True), (True, False), (False, True)])
+def test_onednn_linear_equals_f_linear_with_gradients(needs, monkeypatch):
+    """Many-row products go through oneDNN where the CPU has AVX-512; forced on here, so any CPU checks the path."""
+    monkeypatch.setattr(layers, "_onednn_matmul_available", lambda: True)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(3, 5, 40, generator=g).requires_grad_(needs[0])
+    weight = torch.randn(24, 40, generator=g).requires_grad_(needs[1])
+    y = linear(x, weight)
+    assert y.grad_fn is not None and type(y.grad_fn).__name__ == "_OneDNNLinearBackward"
+    grad_y = torch.randn(3, 5, 24, generator=g)
+    grads = torch.autograd.grad(y, [t for t in (x, weight) if t.requires_grad], grad_y)
+    y_ref = F.linear(x, weight)
+    grads_ref = torch.autograd.grad(y_ref, [t for t in (x, weight) if t.requires_grad], grad_y)
+    torch.testing.assert_close(y, y_ref)
+    for ours, reference in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(ours, reference)
+    with torch.no_grad():
+        torch.testing.assert_close(linear(x, weight), y_ref)  # no graph: the op itself
+        assert linear(torch.empty(0, 40), weight).shape == (0, 24)  # no rows: F.linear
+        with FlopCounterMode(display=False) as counter:  # FLOP counts (t5lab bench, MFU) still see the product
+            linear(x, weight)
+        assert counter.get_total_flops() == 2 * 15 * 40 * 24
+
+
+@onednn
+def test_onednn_linear_steps_aside_for_autocast_and_when_disabled(monkeypatch):
+    monkeypatch.setattr(layers, "_onednn_matmul_available", lambda: True)
+    calls = []
+    op = layers._onednn_linear
+    monkeypatch.setattr(layers, "_onednn_linear", lambda x, w: calls.append(x.shape) or op(x, w))
+    x, weight = torch.randn(4, 40), torch.randn(24, 40)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert linear(x, weight).dtype == torch.bfloat16  # F.linear under autocast, as nn.Linear
+    linear(x, weight)
+    assert calls == [(4, 40)]
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)  # the user's switch for oneDNN
+    linear(x, weight)
+    assert calls == [(4, 40)]
 
 
 def test_linear_traces_with_fx_like_nn_linear():

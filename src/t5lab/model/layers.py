@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils import flop_counter
 
 from t5lab.config import ModelConfig
 
@@ -41,8 +43,61 @@ def one_row_splits(outputs: int) -> int:
     return math.gcd(outputs, min(torch.get_num_threads(), 8))
 
 
+@functools.cache
+def _onednn_matmul_available() -> bool:
+    """Whether many-row fp32 products on CPU go through oneDNN instead of the BLAS (MKL): where the CPU has
+    AVX-512 and torch was built with oneDNN.
+
+    Why: MKL runs its AVX2 code on AMD CPUs, while oneDNN compiles AVX-512 kernels for whatever CPU it finds.
+    On 2 cores of an AMD EPYC with AVX-512, x W^T at 4096 x 256 x 1024 took 12-15 vs 20-24 ms, and g W
+    12-16 vs 18-23 ms; g^T x was no faster (17-23 vs 17-22 ms), so weight gradients stay with the BLAS.
+    With AVX-512 capped (ONEDNN_MAX_CPU_ISA=AVX2) the two were equal, hence the condition. Unmeasured on
+    Intel CPUs, where MKL has AVX-512 kernels of its own.
+    """
+    return (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+            and torch.backends.cpu.get_cpu_capability() == "AVX512")
+
+
+def _count_onednn_linear_flops() -> None:
+    """Teach torch's FlopCounterMode (it counts aten.mm; t5lab's FLOP checks use it) the oneDNN op too. At
+    import: a FlopCounterMode copies the registry when it is created."""
+    if not hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+        return
+    op = torch.ops.mkldnn._linear_pointwise
+    if op not in flop_counter.flop_registry:  # registering twice raises; a later torch may count it itself
+        flop_counter.register_flop_formula(op)(
+            lambda x_shape, w_shape, *args, out_shape=None, **kwargs: 2 * math.prod(x_shape) * w_shape[0])
+
+
+_count_onednn_linear_flops()
+
+
+def _onednn_linear(x: torch.Tensor, weight_OI: torch.Tensor) -> torch.Tensor:
+    # The op torch.compile's CPU backend uses for fp32 linear layers; any leading dims, strided weights.
+    return torch.ops.mkldnn._linear_pointwise(x, weight_OI, None, "none", [], "")
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    """x W^T with oneDNN; backward: dx = g W with oneDNN, dW = g^T x with the BLAS (see _onednn_matmul_available)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight_OI: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, weight_OI)
+        return _onednn_linear(x, weight_OI)
+
+    @staticmethod
+    def backward(ctx, grad_y: torch.Tensor):
+        x, weight_OI = ctx.saved_tensors
+        grad_x = _onednn_linear(grad_y, weight_OI.t()) if ctx.needs_input_grad[0] else None
+        grad_weight = None
+        if ctx.needs_input_grad[1]:
+            grad_weight = grad_y.reshape(-1, grad_y.shape[-1]).t() @ x.reshape(-1, x.shape[-1])
+        return grad_x, grad_weight
+
+
 def linear(x: torch.Tensor, weight_OI: torch.Tensor) -> torch.Tensor:
-    """`F.linear(x, weight_OI)` without bias, with one fp32 row (a batch-1 decoding step) on CPU split across cores.
+    """`F.linear(x, weight_OI)` without bias, on CPU in fp32: many rows through oneDNN where that is faster (see
+    `_onednn_matmul_available`), and one row (a batch-1 decoding step) split across cores.
 
     CPU BLAS (MKL here) runs a one-row product as fast on 1 thread as on 2, and one core streams about half
     of the memory bandwidth, which is what a decoding step is bound by. torch's `bmm` runs its batch entries
@@ -53,8 +108,15 @@ def linear(x: torch.Tensor, weight_OI: torch.Tensor) -> torch.Tensor:
     and fp32 only: other dtypes keep F.linear, and at most 8 blocks are used.
     """
     if (isinstance(x, torch.fx.Proxy) or torch.compiler.is_compiling()  # traced or compiled: the tracer's kernels
-            or x.device.type != "cpu" or x.dtype != torch.float32 or x.numel() != x.shape[-1]):
+            or x.device.type != "cpu" or x.dtype != torch.float32):
         return F.linear(x, weight_OI)
+    if x.numel() != x.shape[-1]:
+        if (x.numel() == 0 or not _onednn_matmul_available() or not torch.backends.mkldnn.enabled
+                or torch.is_autocast_enabled("cpu")):
+            return F.linear(x, weight_OI)
+        if torch.is_grad_enabled() and (x.requires_grad or weight_OI.requires_grad):
+            return _OneDNNLinear.apply(x, weight_OI)
+        return _onednn_linear(x, weight_OI)
     splits = one_row_splits(weight_OI.shape[0])
     if splits == 1 or not weight_OI.is_contiguous():
         return F.linear(x, weight_OI)
