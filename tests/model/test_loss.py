@@ -7,11 +7,12 @@ import torch
 import torch.nn.functional as F
 
 import t5lab.model.loss as loss_module
-from t5lab.model.loss import linear_cross_entropy
+from t5lab.model.loss import LogitsBuffer, linear_cross_entropy
 
 
+@pytest.mark.parametrize("buffer", [None, LogitsBuffer()])
 @pytest.mark.parametrize("chunk_rows", [64, 1000])  # several chunks (with a short last one), or one
-def test_equals_linear_then_cross_entropy(chunk_rows, monkeypatch):
+def test_equals_linear_then_cross_entropy(chunk_rows, buffer, monkeypatch):
     V = 300
     monkeypatch.setattr(loss_module, "_CHUNK_BYTES", chunk_rows * 4 * V)
     g = torch.Generator().manual_seed(0)
@@ -20,7 +21,7 @@ def test_equals_linear_then_cross_entropy(chunk_rows, monkeypatch):
     labels = torch.randint(0, V, (150,), generator=g)
     labels[::5] = -100
     results = []
-    for fn in (lambda: linear_cross_entropy(hidden, weight, labels),
+    for fn in (lambda: linear_cross_entropy(hidden, weight, labels, buffer),
                lambda: F.cross_entropy(F.linear(hidden, weight), labels, ignore_index=-100)):
         hidden.grad = weight.grad = None
         loss = fn()
@@ -41,3 +42,25 @@ def test_frozen_weight_and_unlabelled_batches():
     nothing = linear_cross_entropy(hidden, weight, torch.full((10,), -100))
     nothing.backward()
     assert nothing.item() == 0.0 and not hidden.grad.any()
+
+
+def test_logits_buffer_is_reused_across_calls_and_grows():
+    buffer = LogitsBuffer()
+    first = buffer.take(300, 64, torch.device("cpu"))
+    assert first.shape == (300, 64) and first.dtype == torch.float32
+    assert buffer.take(300, 22, torch.device("cpu")).data_ptr() == first.data_ptr()  # a short last chunk: same memory
+    assert buffer.take(300, 128, torch.device("cpu")).shape == (300, 128)  # grown
+    assert buffer.take(300, 64, torch.device("meta")) is None  # CPU only
+    with torch.inference_mode():
+        assert not buffer.take(300, 256, torch.device("cpu")).is_inference()
+    buffer.release()
+    assert buffer._flat is None
+
+
+def test_half_precision_weights_do_not_use_the_fp32_buffer():
+    buffer = LogitsBuffer()
+    hidden = torch.randn(10, 8, dtype=torch.bfloat16, requires_grad=True)
+    weight = torch.randn(20, 8, dtype=torch.bfloat16, requires_grad=True)
+    labels = torch.randint(0, 20, (10,))
+    linear_cross_entropy(hidden, weight, labels, buffer).backward()
+    assert buffer._flat is None and hidden.grad.dtype == torch.bfloat16

@@ -29,7 +29,7 @@ from t5lab.model.layers import (
     one_row_splits,
     row_blocks_in_major,
 )
-from t5lab.model.loss import linear_cross_entropy
+from t5lab.model.loss import LogitsBuffer, linear_cross_entropy
 
 
 @dataclass
@@ -142,6 +142,8 @@ class T5(nn.Module):
         self.lm_head = None if config.tie_embeddings else Linear(config.d_model, config.vocab_size, bias=False)
         # (weakref to the output weight, its version key, row_blocks_in_major of it): see _one_row_output_blocks.
         self._one_row_output: tuple | None = None
+        # The fused loss's logits memory on CPU, kept while training (see t5lab.model.loss).
+        self._logits_buffer = LogitsBuffer()
 
     # ----------------------------------------------------------------------------------------------------
     def encode(self, input_ids_BS: torch.Tensor, attention_mask_BS: torch.Tensor | None = None):
@@ -220,10 +222,12 @@ class T5(nn.Module):
     def train(self, mode: bool = True) -> T5:
         if mode:
             self._one_row_output = None
+        else:
+            self._logits_buffer.release()
         return super().train(mode)
 
     def __getstate__(self) -> dict:
-        return {**super().__getstate__(), "_one_row_output": None}
+        return {**super().__getstate__(), "_one_row_output": None, "_logits_buffer": LogitsBuffer()}
 
     def shift_right(self, labels_BT: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: decoder inputs are the labels shifted right behind the start token."""
@@ -256,7 +260,8 @@ class T5(nn.Module):
         if (labels is not None and weight_VD is not None and self.training and torch.is_grad_enabled()
                 and not torch.is_autocast_enabled(hidden_BTD.device.type)):
             # Training: the output layer and the loss in one step that never materialises the logits.
-            loss = linear_cross_entropy(self._output_input(hidden_BTD).flatten(0, 1), weight_VD, labels.flatten())
+            loss = linear_cross_entropy(self._output_input(hidden_BTD).flatten(0, 1), weight_VD, labels.flatten(),
+                                        None if torch.compiler.is_compiling() else self._logits_buffer)
         else:
             logits = self.output_logits(hidden_BTD)
             if labels is not None:
