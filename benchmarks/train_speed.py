@@ -5,6 +5,9 @@ Prints input tokens/s for both and the ratio. Run:  python benchmarks/train_spee
 
 Steps alternate between the two models (t5lab, transformers, t5lab, ...) so that drifting CPU speed hits
 both equally; the median step time of each is reported, and the ratio of the best steps.
+
+`--keep-freed-memory` applies what `t5lab pretrain` sets on CPU (`t5lab.train.host_memory`) to the whole
+process, i.e. to both libraries: transformers' own Trainer does not, so this favours transformers.
 """
 
 from __future__ import annotations
@@ -36,7 +39,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--dropout", type=float, default=0.0, help="nanoT5 pre-trains with 0")
     parser.add_argument("--attention", default="fused", help="eager | sdpa | fused")
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="glibc keeps freed memory (t5lab's trainer setting), for both libraries")
     args = parser.parse_args()
+    if args.keep_freed_memory:
+        from t5lab.train.host_memory import keep_freed_memory
+
+        print(f"keep freed memory (both libraries): {keep_freed_memory()}")
 
     config = ModelConfig.from_name(args.shape).replace(dropout=args.dropout)
     ours = build_model(config, seed=0, attention=args.attention).train()

@@ -37,6 +37,7 @@ from t5lab.train.checkpoint import (
     set_rng_state,
 )
 from t5lab.train.config import TrainConfig
+from t5lab.train.host_memory import keep_freed_memory
 from t5lab.train.metrics import MetricsLog, router_metrics
 from t5lab.train.optim import build_optimizer
 from t5lab.train.schedule import WarmupSchedule
@@ -245,6 +246,8 @@ def train(
     dtype = autocast_dtype(config, device)
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")  # TF32 matmuls, as nanoT5 trains
+    elif device.type == "cpu":
+        keep_freed_memory()  # no page faults for the memory every step reuses (see host_memory)
     model.to(device)
     model.train()
     optimizer = build_optimizer(model, config, device)
