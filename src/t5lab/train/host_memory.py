@@ -7,7 +7,7 @@ faults the same memory back in and the kernel zeroes it page by page. On 2 AMD E
 t5-efficient-tiny at batch 8 (inputs 512, targets 114) took 12-50k page faults; with `keep_freed_memory()`, 0-2k
 from the fourth step on, with the same peak resident memory (1.27 GB). `t5lab pretrain --recipe
 t5-efficient-tiny --batch-size 8`: 3,565 vs 3,379 tokens/s (mean of three alternating runs each; the runs'
-own spread is about as large). transformers' step, which maps 117 MiB of logits afresh, gains more.
+own spread is about as large). transformers' step, which maps 117 MB of logits afresh, gains more.
 
 Process-wide, like `torch.set_float32_matmul_precision` on GPUs: the trainer sets it for CPU runs only, and the
 process then holds on to the heap it grew until it exits.
