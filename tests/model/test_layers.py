@@ -158,6 +158,40 @@ def test_onednn_linear_steps_aside_for_autocast_and_when_disabled(monkeypatch):
     assert calls == [(4, 40)]
 
 
+@onednn
+def test_onednn_linear_has_second_derivatives(monkeypatch):
+    """A graph-building backward (gradient penalty) differentiates through dx: F.linear computes it there."""
+    monkeypatch.setattr(layers, "_onednn_matmul_available", lambda: True)
+    g = torch.Generator().manual_seed(3)
+    x0, weight0 = torch.randn(6, 40, generator=g), torch.randn(24, 40, generator=g)
+    grads = []
+    for product in (linear, F.linear):
+        x, weight = x0.clone().requires_grad_(), weight0.clone().requires_grad_()
+        (grad_x,) = torch.autograd.grad(product(x, weight).pow(2).sum(), x, create_graph=True)
+        grad_x.pow(2).sum().backward()
+        grads.append((x.grad, weight.grad))
+    assert grads[0][0].abs().sum() > 0
+    for ours, reference in zip(*grads, strict=True):
+        torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-2)  # |grads| ~ 1e5: oneDNN vs BLAS rounding
+
+
+@onednn
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # still used, and must still work
+def test_onednn_linear_steps_aside_for_torch_func_forward_ad_and_jit_trace(monkeypatch):
+    monkeypatch.setattr(layers, "_onednn_matmul_available", lambda: True)
+    g = torch.Generator().manual_seed(4)
+    x, weight, tangent = torch.randn(6, 40, generator=g), torch.randn(24, 40, generator=g), torch.randn(6, 40)
+    grad = torch.func.grad(lambda w: linear(x, w).square().sum())(weight)
+    torch.testing.assert_close(grad, torch.func.grad(lambda w: F.linear(x, w).square().sum())(weight))
+    _, ours = torch.func.jvp(lambda x: linear(x, weight), (x,), (tangent,))
+    torch.testing.assert_close(ours, F.linear(tangent, weight))
+    with torch.autograd.forward_ad.dual_level():
+        y = linear(torch.autograd.forward_ad.make_dual(x, tangent), weight)
+        torch.testing.assert_close(torch.autograd.forward_ad.unpack_dual(y).tangent, F.linear(tangent, weight))
+    traced = torch.jit.trace(lambda x: linear(x, weight), (x,))
+    torch.testing.assert_close(traced(x), F.linear(x, weight))
+
+
 def test_linear_traces_with_fx_like_nn_linear():
     """FX does not treat t5lab's Linear as a leaf (nn.Linear is one); its fast path must not branch on a traced
     value."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pickle
+import threading
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -53,8 +56,21 @@ def test_logits_buffer_is_reused_across_calls_and_grows():
     assert buffer.take(300, 64, torch.device("meta")) is None  # CPU only
     with torch.inference_mode():
         assert not buffer.take(300, 256, torch.device("cpu")).is_inference()
+    assert buffer.nbytes == 300 * 256 * 4
     buffer.release()
-    assert buffer._flat is None
+    assert buffer.nbytes == 0
+
+
+def test_logits_buffer_gives_each_thread_its_own_block():
+    buffer = LogitsBuffer()
+    mine = buffer.take(100, 8, torch.device("cpu"))
+    theirs = []
+    thread = threading.Thread(target=lambda: theirs.append(buffer.take(100, 8, torch.device("cpu"))))
+    thread.start()
+    thread.join()
+    assert theirs[0].data_ptr() != mine.data_ptr()
+    assert buffer.take(100, 8, torch.device("cpu")).data_ptr() == mine.data_ptr()
+    assert pickle.loads(pickle.dumps(buffer)).nbytes == 0  # scratch memory: copies start empty
 
 
 def test_half_precision_weights_do_not_use_the_fp32_buffer():
@@ -63,4 +79,4 @@ def test_half_precision_weights_do_not_use_the_fp32_buffer():
     weight = torch.randn(20, 8, dtype=torch.bfloat16, requires_grad=True)
     labels = torch.randint(0, 20, (10,))
     linear_cross_entropy(hidden, weight, labels, buffer).backward()
-    assert buffer._flat is None and hidden.grad.dtype == torch.bfloat16
+    assert buffer.nbytes == 0 and hidden.grad.dtype == torch.bfloat16

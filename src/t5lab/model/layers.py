@@ -73,12 +73,22 @@ _count_onednn_linear_flops()
 
 
 def _onednn_linear(x: torch.Tensor, weight_OI: torch.Tensor) -> torch.Tensor:
-    # The op torch.compile's CPU backend uses for fp32 linear layers; any leading dims, strided weights.
+    # The op Inductor (torch.compile's CPU backend) emits for fp32 linear layers; any leading dims, strided weights.
     return torch.ops.mkldnn._linear_pointwise(x, weight_OI, None, "none", [], "")
 
 
+def _only_plain_autograd() -> bool:
+    """False under torch.func transforms (grad, vmap, jvp) and forward-mode AD: the oneDNN op has no rules for
+    them (its reverse-mode gradient comes from `_OneDNNLinear`), so F.linear serves there."""
+    return not (torch._C._are_functorch_transforms_active() or torch.autograd.forward_ad._current_level >= 0)
+
+
 class _OneDNNLinear(torch.autograd.Function):
-    """x W^T with oneDNN; backward: dx = g W with oneDNN, dW = g^T x with the BLAS (see _onednn_matmul_available)."""
+    """x W^T with oneDNN; backward: dx = g W with oneDNN, dW = g^T x with the BLAS (see _onednn_matmul_available).
+
+    A backward that builds a graph (create_graph=True, e.g. a gradient penalty) computes dx with F.linear, whose
+    own gradient torch knows: through the oneDNN op that part of the second derivative would be lost.
+    """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight_OI: torch.Tensor) -> torch.Tensor:
@@ -88,7 +98,10 @@ class _OneDNNLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y: torch.Tensor):
         x, weight_OI = ctx.saved_tensors
-        grad_x = _onednn_linear(grad_y, weight_OI.t()) if ctx.needs_input_grad[0] else None
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            product = F.linear if torch.is_grad_enabled() else _onednn_linear
+            grad_x = product(grad_y, weight_OI.t())
         grad_weight = None
         if ctx.needs_input_grad[1]:
             grad_weight = grad_y.reshape(-1, grad_y.shape[-1]).t() @ x.reshape(-1, x.shape[-1])
@@ -107,12 +120,13 @@ def linear(x: torch.Tensor, weight_OI: torch.Tensor) -> torch.Tensor:
     512 inputs) and, as with any multi-threaded BLAS, can depend on the thread count. Measured on 2 cores
     and fp32 only: other dtypes keep F.linear, and at most 8 blocks are used.
     """
-    if (isinstance(x, torch.fx.Proxy) or torch.compiler.is_compiling()  # traced or compiled: the tracer's kernels
+    # Traced (FX, torch.jit) or compiled: the tracer's own kernels.
+    if (isinstance(x, torch.fx.Proxy) or torch.compiler.is_compiling() or torch.jit.is_tracing()
             or x.device.type != "cpu" or x.dtype != torch.float32):
         return F.linear(x, weight_OI)
     if x.numel() != x.shape[-1]:
         if (x.numel() == 0 or not _onednn_matmul_available() or not torch.backends.mkldnn.enabled
-                or torch.is_autocast_enabled("cpu")):
+                or torch.is_autocast_enabled("cpu") or not _only_plain_autograd()):
             return F.linear(x, weight_OI)
         if torch.is_grad_enabled() and (x.requires_grad or weight_OI.requires_grad):
             return _OneDNNLinear.apply(x, weight_OI)

@@ -17,6 +17,8 @@ and the kernel zeroed it page by page, ~29k page faults per step of t5-efficient
 
 from __future__ import annotations
 
+import threading
+
 import torch
 
 # fp32 logits of one chunk of rows (512 rows of T5's vocabulary): bounds the memory for large batches. On 2
@@ -27,22 +29,34 @@ _CHUNK_BYTES = 64 * 2**20
 
 class LogitsBuffer:
     """Memory for one chunk of fp32 logits, reused by every `linear_cross_entropy` call given it (CPU only:
-    CUDA's caching allocator already reuses its blocks)."""
+    CUDA's caching allocator already reuses its blocks). One block per thread, so that threads training one
+    model at once never write into each other's logits."""
 
     def __init__(self) -> None:
-        self._flat: torch.Tensor | None = None
+        self._per_thread = threading.local()
+
+    def __reduce__(self):
+        return LogitsBuffer, ()  # scratch memory, not state: a copy or a pickle starts empty
 
     def take(self, rows: int, columns: int, device: torch.device) -> torch.Tensor | None:
-        """A [rows, columns] fp32 tensor from the buffer (grown if too small), or None off the CPU."""
+        """A [rows, columns] fp32 tensor from this thread's block (grown if too small), or None off the CPU."""
         if device.type != "cpu":
             return None
-        if self._flat is None or self._flat.numel() < rows * columns:
+        flat = getattr(self._per_thread, "flat", None)
+        if flat is None or flat.numel() < rows * columns:
             with torch.inference_mode(False):  # usable outside inference mode too
-                self._flat = torch.empty(rows * columns, dtype=torch.float32)
-        return self._flat[: rows * columns].view(rows, columns)
+                flat = self._per_thread.flat = torch.empty(rows * columns, dtype=torch.float32)
+        return flat[: rows * columns].view(rows, columns)
+
+    @property
+    def nbytes(self) -> int:
+        """Size of this thread's block (0: none held)."""
+        flat = getattr(self._per_thread, "flat", None)
+        return 0 if flat is None else flat.nbytes
 
     def release(self) -> None:
-        self._flat = None
+        """Drop every thread's block."""
+        self._per_thread = threading.local()
 
 
 class _LinearCrossEntropy(torch.autograd.Function):

@@ -227,7 +227,7 @@ class T5(nn.Module):
         return super().train(mode)
 
     def __getstate__(self) -> dict:
-        return {**super().__getstate__(), "_one_row_output": None, "_logits_buffer": LogitsBuffer()}
+        return {**super().__getstate__(), "_one_row_output": None}  # the logits buffer pickles empty itself
 
     def shift_right(self, labels_BT: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: decoder inputs are the labels shifted right behind the start token."""
