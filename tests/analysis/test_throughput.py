@@ -68,7 +68,8 @@ def test_greedy_decode_matches_uncached_argmax(tiny_config: ModelConfig) -> None
 
 def test_bench_row_fields_and_units(tiny_config: ModelConfig) -> None:
     B, S, T = 2, 12, 5
-    row = bench_shape(tiny_config, batch_size=B, input_length=S, target_length=T, repeats=2, warmup=1)
+    row = bench_shape(tiny_config, batch_size=B, input_length=S, target_length=T, repeats=2, warmup=1,
+                      precision="fp32")
     assert row["name"] == "tiny-test" and row["device"].startswith("cpu") and row["dtype"] == "float32"
     assert row["params"] == count_parameters(tiny_config).total
     assert row["flops"] == forward_flops(tiny_config, S, T).total

@@ -13,8 +13,9 @@ from t5lab.train.metrics import read_metrics, router_metrics
 from t5lab.train.schedule import lr_at
 from train.synthetic import SyntheticBatches
 
+# fp32: 'auto' would be bf16 on CPUs with AVX512-BF16, and these tests compare fp32 arithmetic.
 CONFIG = TrainConfig(steps=8, batch_size=4, grad_accum=2, lr=3e-3, warmup=2, log_every=1, eval_every=3,
-                     eval_batches=1, save_every=2, keep_last=2, device="cpu", progress=False)
+                     eval_batches=1, save_every=2, keep_last=2, device="cpu", precision="fp32", progress=False)
 
 
 def _run(tiny_config, out, config=CONFIG, **kw):
@@ -50,6 +51,18 @@ def test_resume_after_a_stop_is_bit_for_bit(tiny_config, tmp_path):
     assert result.step == 8
     assert _losses(resumed) == _losses(straight)  # exact equality of floats
     assert [r for r in resumed if "eval_loss" in r] == [r for r in straight if "eval_loss" in r]
+
+
+def test_resume_in_bf16_autocast_on_cpu_is_bit_for_bit(tiny_config, tmp_path):
+    # bf16 is what 'auto' trains in on CPUs with AVX512-BF16; elsewhere the CPU emulates it, just as exactly.
+    config = dataclasses.replace(CONFIG, precision="bf16", eval_batches=0)
+    _, straight = _run(tiny_config, tmp_path / "straight", config)
+    _run(tiny_config, tmp_path / "split", config, stop_after=5)
+    _, resumed = _run(tiny_config, tmp_path / "split", config, resume=True)
+    assert _losses(resumed) == _losses(straight)
+    bf16 = [loss for _, loss in _losses(straight)]
+    fp32 = [loss for _, loss in _losses(_run(tiny_config, tmp_path / "fp32")[1])]
+    assert bf16 != fp32 and bf16 == pytest.approx(fp32, rel=0.05)  # bf16 did run, and trains alike
 
 
 def test_gradient_accumulation_matches_one_big_batch(tiny_config, tmp_path):
@@ -130,3 +143,17 @@ def test_a_switch_model_logs_its_router_statistics(tiny_config, tmp_path):
     row = read_metrics(tmp_path / "metrics.jsonl")[-1]
     assert len(row["router/expert_fraction"]) == 4
     assert {"router/aux_loss", "router/z_loss", "router/dropped_fraction"} <= set(row)
+
+
+@pytest.mark.parametrize("has_bf16", [True, False])
+def test_auto_precision_is_bf16_where_the_cpu_computes_it(monkeypatch, has_bf16):
+    from t5lab.analysis.throughput import compute_dtype
+    from t5lab.train.loop import autocast_dtype
+
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": has_bf16, "avx2": True})
+    cpu = torch.device("cpu")
+    expected = torch.bfloat16 if has_bf16 else None
+    assert autocast_dtype(dataclasses.replace(CONFIG, precision="auto"), cpu) == expected
+    assert compute_dtype("auto", cpu) == (expected or torch.float32)  # the shape lab measures what training runs
+    assert autocast_dtype(CONFIG, cpu) is None  # 'fp32' stays fp32
+    assert autocast_dtype(dataclasses.replace(CONFIG, precision="bf16"), cpu) == torch.bfloat16

@@ -22,9 +22,9 @@ Method (what a reader of a result row needs to trust it):
   makes MFU the share of the machine's own best matmul speed; on a GPU the measured peak is below the data
   sheet's (e.g. ~750 of 989 dense bf16 TFLOP/s on an H100), so MFU reads higher than against the sheet.
 
-GPU path: CUDA timings synchronise before starting and before stopping the clock; `precision="auto"` runs
-bf16 autocast on CUDA devices that support it (fp32 master weights, as the training loop does) and the
-peak is then the bf16 matmul peak. That path is written for the GPU but has only been run on CPU here.
+GPU path: CUDA timings synchronise before starting and before stopping the clock. `precision="auto"` runs
+bf16 autocast where training would (CUDA devices with bf16, CPUs with AVX512-BF16; fp32 master weights, as
+the training loop does) and the peak is then the bf16 matmul peak. That path is written for the GPU but has only been run on CPU here.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from t5lab.analysis.counting import count_parameters, forward_flops, training_fl
 from t5lab.config import ModelConfig
 from t5lab.errors import T5LabError
 from t5lab.model import KVCache, build_model
+from t5lab.train.loop import native_bf16
 from t5lab.train.loop import resolve_device as train_device
 
 Precision = Literal["auto", "fp32", "bf16"]
@@ -75,10 +76,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def compute_dtype(precision: Precision, device: torch.device) -> torch.dtype:
-    """bf16 for 'bf16', and for 'auto' on CUDA devices that support it; fp32 otherwise."""
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+    """bf16 for 'bf16', and for 'auto' where training would use it (`t5lab.train.loop.native_bf16`); else fp32."""
+    if precision == "bf16" or (precision == "auto" and native_bf16(device)):
         return torch.bfloat16
     return torch.float32
 

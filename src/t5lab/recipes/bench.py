@@ -39,7 +39,7 @@ def bench(
         target_length: decoder tokens per example (and tokens generated per example).
         repeats: timed runs of each measurement (median and spread reported).
         warmup: untimed runs before timing.
-        precision: auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16.
+        precision: auto (bf16 autocast where the device computes bf16 natively, as training does), fp32 or bf16.
         attention: eager (the reference) or sdpa.
         vocab_size: override the shapes' vocabulary (e.g. a small tokenizer's size).
         threads: CPU threads for torch (0: torch's default). On a CPU shared with other jobs, 1 thread can be

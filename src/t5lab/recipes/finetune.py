@@ -100,7 +100,7 @@ def finetune(
         seed: seeds the data order, dropout and a shape-name model's initialisation.
         resume: continue from the latest checkpoint in `out`.
         device: auto, cpu, cuda or cuda:N.
-        precision: auto (bf16 on capable GPUs), fp32 or bf16.
+        precision: auto (bf16 autocast on GPUs and CPUs that compute bf16 natively, else fp32), fp32 or bf16.
         log_every: training rows in metrics.jsonl every this many steps.
         progress: show progress on stderr.
     """

@@ -78,7 +78,7 @@ def pretrain(
         log_every: a metrics row every this many steps.
         seed: seeds initialisation, dropout and data order.
         device: 'auto', 'cpu', 'cuda' or 'cuda:N'.
-        precision: 'auto' (bf16 on capable GPUs, fp32 on CPU), 'fp32' or 'bf16'.
+        precision: 'auto' (bf16 autocast on GPUs and CPUs that compute bf16 natively, else fp32), 'fp32' or 'bf16'.
         compile: run the model through torch.compile.
         dropout: dropout rate (overrides the recipe and the checkpoint's config).
         resume: continue the run in OUT from its latest checkpoint.

@@ -38,7 +38,8 @@ class TrainConfig:
         final_lr: learning rate at the last step for 'cosine' and 'linear'.
         weight_decay: decoupled weight decay (never applied to layer norms or the relative bias tables).
         clip: clip the gradient's global L2 norm to this (0: no clipping).
-        precision: 'auto' (bf16 autocast on CUDA devices that support it, else fp32), 'fp32' or 'bf16'.
+        precision: 'auto' (bf16 autocast where the device computes bf16 natively: CUDA devices with bf16,
+            CPUs with AVX512-BF16; else fp32), 'fp32' or 'bf16'.
         compile: run the model through torch.compile.
         eval_every: evaluate on the held-out split every this many steps (0: only at the end).
         eval_batches: held-out batches per evaluation (0: no evaluation).

@@ -2,7 +2,7 @@
 
 A step: draw `grad_accum` micro-batches, weight each micro-batch's mean loss by its share of the step's
 target tokens (so padding never skews the average), backpropagate, clip the global gradient norm, step
-the optimiser and the schedule. Around it: bf16 autocast where the device supports it, optional
+the optimiser and the schedule. Around it: bf16 autocast where the device computes bf16 natively, optional
 torch.compile, periodic held-out evaluation, metrics rows, atomic checkpoints and exact resume.
 
 Exact resume: everything a later step depends on is in the checkpoint (weights, optimiser, schedule, every
@@ -106,11 +106,25 @@ def resolve_device(name: str, label: str = "train config field 'device'") -> tor
     return device
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bf16 matmuls natively, which is where precision 'auto' trains in bf16 autocast:
+    CUDA devices with bf16 support, and CPUs with AVX512-BF16 instructions (AMX CPUs have them too).
+
+    On 2 AMD EPYC cores with AVX512-BF16, a training step in bf16 autocast vs fp32 took 793 vs 1384 ms for
+    t5-efficient-tiny at batch 8 (inputs 512, targets 114), 1631 vs 2957 ms for t5-efficient-small at batch 4
+    and 155 vs 240 ms for tiny at batch 1; `t5lab pretrain`'s quickstart (450 steps) ran at ~14.5k vs ~8k
+    tokens/s and ended at a held-out loss of 4.563 vs 4.555. CPUs without the instructions emulate bf16
+    (unmeasured here) and keep fp32. Other CPU architectures keep fp32 too (unmeasured).
+    """
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    capabilities = getattr(torch.cpu, "get_capabilities", None)  # not in older torch: fp32 there
+    return device.type == "cpu" and capabilities is not None and bool(capabilities().get("avx512_bf16", False))
+
+
 def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """bf16 for 'bf16', and for 'auto' on CUDA devices with bf16 support; None: plain fp32."""
-    if config.precision == "bf16":
-        return torch.bfloat16
-    if config.precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+    """bf16 for 'bf16', and for 'auto' where the device computes bf16 natively (`native_bf16`); None: fp32."""
+    if config.precision == "bf16" or (config.precision == "auto" and native_bf16(device)):
         return torch.bfloat16
     return None
 
@@ -279,6 +293,9 @@ def train(
     progress = _Progress(config.progress, config.steps, step)
     if resumed_from is not None:
         progress.note(f"resumed from {resumed_from} (step {step})")
+    if dtype is not None and config.precision == "auto":
+        progress.note(f"precision auto: bf16 autocast, which this {device.type.upper()} computes natively "
+                      "(--precision fp32 for full precision)")
 
     def checkpoint() -> Path:
         training = {
