@@ -6,6 +6,9 @@ Prints input tokens/s for both and the ratio. Run:  python benchmarks/train_spee
 Steps alternate between the two models (t5lab, transformers, t5lab, ...) so that drifting CPU speed hits
 both equally; the median step time of each is reported, and the ratio of the best steps.
 
+`--precision bf16` runs both forward passes in bf16 autocast (fp32 weights), what `t5lab pretrain` does on GPUs
+and on CPUs with AVX512-BF16 (see `t5lab.train.loop.native_bf16`).
+
 `--keep-freed-memory` applies what `t5lab pretrain` sets on CPU (`t5lab.train.host_memory`) to the whole
 process, i.e. to both libraries: transformers' own Trainer does not, so this favours transformers.
 """
@@ -39,6 +42,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--dropout", type=float, default=0.0, help="nanoT5 pre-trains with 0")
     parser.add_argument("--attention", default="fused", help="eager | sdpa | fused")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: autocast, both")
     parser.add_argument("--keep-freed-memory", action="store_true",
                         help="glibc keeps freed memory (t5lab's trainer setting), for both libraries")
     args = parser.parse_args()
@@ -57,7 +61,8 @@ def main() -> None:
     def step_fn(model, optimizer, hf: bool):
         def step() -> float:
             start = time.perf_counter()
-            out = model(input_ids=ids, labels=labels) if hf else model(ids, labels=labels)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+                out = model(input_ids=ids, labels=labels) if hf else model(ids, labels=labels)
             out.loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -78,7 +83,7 @@ def main() -> None:
                 times[name].append(t)
     tokens = args.batch_size * args.input_length
     print(f"{args.shape}  batch {args.batch_size}  inputs {args.input_length} / targets {args.target_length}  "
-          f"threads {torch.get_num_threads()}  torch {torch.__version__}")
+          f"{args.precision}  threads {torch.get_num_threads()}  torch {torch.__version__}")
     speed = {}
     for name, ts in times.items():
         med = statistics.median(ts)

@@ -34,6 +34,28 @@ def test_equals_linear_then_cross_entropy(chunk_rows, buffer, monkeypatch):
         torch.testing.assert_close(ours, reference, atol=1e-6, rtol=1e-5)
 
 
+def test_under_autocast_the_matmuls_run_in_bf16_like_f_linear():
+    """Autocast's dtype for the two products, fp32 softmax: F.linear + F.cross_entropy(logits.float()) under
+    autocast, within bf16 rounding; gradients come back in the fp32 inputs' dtype."""
+    g = torch.Generator().manual_seed(1)
+    hidden = torch.randn(150, 16, generator=g, requires_grad=True)
+    weight = torch.randn(300, 16, generator=g, requires_grad=True)
+    labels = torch.randint(0, 300, (150,), generator=g)
+    results = []
+    for fn in (lambda: linear_cross_entropy(hidden, weight, labels, LogitsBuffer()),
+               lambda: F.cross_entropy(F.linear(hidden, weight).float(), labels)):
+        hidden.grad = weight.grad = None
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = fn()
+        loss.backward()
+        results.append((loss.detach(), hidden.grad, weight.grad))
+    assert [t.dtype for t in results[0]] == [torch.float32] * 3
+    fp32_loss = F.cross_entropy(F.linear(hidden, weight), labels)
+    assert (results[0][0] - fp32_loss).abs() > 1e-6  # bf16 products did run
+    for ours, reference in zip(*results, strict=True):
+        torch.testing.assert_close(ours, reference, atol=1e-3, rtol=1e-2)
+
+
 def test_frozen_weight_and_unlabelled_batches():
     hidden = torch.randn(10, 8, requires_grad=True)
     weight = torch.randn(20, 8)  # no gradient wanted

@@ -62,8 +62,15 @@ class LogitsBuffer:
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden_ND: torch.Tensor, weight_VD: torch.Tensor, labels_N: torch.Tensor,
-                buffer: LogitsBuffer | None) -> torch.Tensor:
+                buffer: LogitsBuffer | None, compute_dtype: torch.dtype | None) -> torch.Tensor:
+        with torch.autocast(hidden_ND.device.type, enabled=False):  # the casts are explicit below
+            return _LinearCrossEntropy._loss_and_gradients(ctx, hidden_ND, weight_VD, labels_N, buffer, compute_dtype)
+
+    @staticmethod
+    def _loss_and_gradients(ctx, hidden_ND, weight_VD, labels_N, buffer, compute_dtype) -> torch.Tensor:
         N, V = hidden_ND.shape[0], weight_VD.shape[0]
+        # The matmuls run in compute_dtype (autocast's, e.g. bf16) when given; softmax and loss always in fp32.
+        lowp_weight_VD = weight_VD if compute_dtype is None else weight_VD.to(compute_dtype)
         keep_N = labels_N != -100
         count = keep_N.sum().clamp(min=1)
         loss = torch.zeros((), dtype=torch.float32, device=hidden_ND.device)
@@ -73,9 +80,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
         rows = max(64, _CHUNK_BYTES // (4 * V) // 64 * 64)  # a multiple of 64 keeps the matmuls aligned
         for start in range(0, N, rows):
             h_nD, keep_n = hidden_ND[start : start + rows], keep_N[start : start + rows]
+            h_nD = h_nD if compute_dtype is None else h_nD.to(compute_dtype)
             target_n = labels_N[start : start + rows].clamp(min=0)
-            out = buffer.take(V, h_nD.shape[0], weight_VD.device) if buffer and weight_VD.dtype == torch.float32 else None
-            logits_Vn = (weight_VD @ h_nD.T).float() if out is None else torch.mm(weight_VD, h_nD.T, out=out)
+            fp32 = lowp_weight_VD.dtype == h_nD.dtype == torch.float32
+            out = buffer.take(V, h_nD.shape[0], weight_VD.device) if buffer and fp32 else None
+            logits_Vn = (lowp_weight_VD @ h_nD.T).float() if out is None else torch.mm(lowp_weight_VD, h_nD.T, out=out)
             target_logit_n = logits_Vn.gather(0, target_n[None])[0]
             # Softmax in place, each pass over the [V, n] logits once: max, exp(x - max), sum, scale.
             max_n = logits_Vn.amax(dim=0)
@@ -88,12 +97,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad_Vn.index_put_((target_n[keep_n], columns), -1.0 / count.float(), accumulate=True)
             grad_Vn = grad_Vn.to(h_nD.dtype)
             if need_hidden:
-                grad_hidden_ND[start : start + rows] = grad_Vn.T @ weight_VD
-            if need_weight:
+                grad_hidden_ND[start : start + rows] = grad_Vn.T @ lowp_weight_VD
+            if need_weight:  # accumulated in the weight's dtype
                 if grad_weight_VD is None:
-                    grad_weight_VD = grad_Vn @ h_nD
-                else:
+                    grad_weight_VD = (grad_Vn @ h_nD).to(weight_VD.dtype)
+                elif grad_weight_VD.dtype == h_nD.dtype:
                     grad_weight_VD.addmm_(grad_Vn, h_nD)
+                else:
+                    grad_weight_VD += grad_Vn @ h_nD
         ctx.grads = (grad_hidden_ND, grad_weight_VD)
         return loss / count
 
@@ -102,7 +113,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_hidden_ND, grad_weight_VD = ctx.grads
         del ctx.grads  # differentiable once (see linear_cross_entropy); so the gradients can be scaled in place
         return (None if grad_hidden_ND is None else grad_hidden_ND.mul_(grad_loss),
-                None if grad_weight_VD is None else grad_weight_VD.mul_(grad_loss), None, None)
+                None if grad_weight_VD is None else grad_weight_VD.mul_(grad_loss), None, None, None)
 
 
 def linear_cross_entropy(hidden_ND: torch.Tensor, weight_VD: torch.Tensor, labels_N: torch.Tensor,
@@ -112,5 +123,9 @@ def linear_cross_entropy(hidden_ND: torch.Tensor, weight_VD: torch.Tensor, label
     For a loss that ends the graph (training): the gradients are made in the forward pass, so the result
     must be differentiated at most once. 0 when no token is labelled, like a sum over nothing. `buffer`:
     where the logits of a chunk go on CPU, kept by the caller between steps (see the module's docstring).
+    Under autocast the two matmuls run in autocast's dtype, as F.linear's would, and the softmax in fp32, as
+    F.cross_entropy on `logits.float()`; the gradients come back in the inputs' own dtypes.
     """
-    return _LinearCrossEntropy.apply(hidden_ND, weight_VD, labels_N, buffer)
+    device = hidden_ND.device.type
+    compute_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+    return _LinearCrossEntropy.apply(hidden_ND, weight_VD, labels_N, buffer, compute_dtype)

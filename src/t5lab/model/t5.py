@@ -36,8 +36,8 @@ from t5lab.model.loss import LogitsBuffer, linear_cross_entropy
 class Seq2SeqOutput:
     """What `T5.forward` returns. `loss` is the token cross-entropy plus any router losses.
 
-    `logits` is None when the loss was computed in training mode with gradients (and no autocast): the
-    output layer and the loss then run fused (`t5lab.model.loss`) and the [B, T, V] logits never exist.
+    `logits` is None when the loss was computed in training mode with gradients: the output layer and the
+    loss then run fused (`t5lab.model.loss`, under autocast too) and the [B, T, V] logits never exist.
     """
 
     logits: torch.Tensor | None
@@ -257,8 +257,7 @@ class T5(nn.Module):
         routers += decoder_routers
         logits = loss = None
         weight_VD = self.output_weight()
-        if (labels is not None and weight_VD is not None and self.training and torch.is_grad_enabled()
-                and not torch.is_autocast_enabled(hidden_BTD.device.type)):
+        if labels is not None and weight_VD is not None and self.training and torch.is_grad_enabled():
             # Training: the output layer and the loss in one step that never materialises the logits.
             loss = linear_cross_entropy(self._output_input(hidden_BTD).flatten(0, 1), weight_VD, labels.flatten(),
                                         None if torch.compiler.is_compiling() else self._logits_buffer)
