@@ -53,6 +53,17 @@ def test_training_loss_is_fused_with_the_same_value_and_gradients(tiny_config, t
     assert copy.deepcopy(model)._logits_buffer.nbytes == 0  # scratch memory, not state: never copied
 
 
+@pytest.mark.parametrize(("dtype", "fused"), [(torch.bfloat16, True), (torch.float16, False)])
+def test_training_under_autocast_fuses_the_loss_except_in_fp16(model, tiny_config, dtype, fused):
+    """bf16 keeps fp32's range; fp16 would flush the fused loss's early-made gradients (GradScaler scales later)."""
+    ids, labels = _batch(tiny_config)
+    with torch.autocast("cpu", dtype=dtype):
+        out = model.train()(ids, labels=labels)
+        reference = model.eval()(ids, labels=labels).loss
+    assert (out.logits is None) == fused
+    torch.testing.assert_close(out.loss, reference, atol=2e-2, rtol=1e-2)
+
+
 def test_ignored_labels_do_not_count(model, tiny_config):
     ids, labels = _batch(tiny_config)
     masked = labels.clone()

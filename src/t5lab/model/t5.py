@@ -32,12 +32,20 @@ from t5lab.model.layers import (
 from t5lab.model.loss import LogitsBuffer, linear_cross_entropy
 
 
+def _product_dtype(weight: torch.Tensor) -> torch.dtype:
+    """The dtype the output layer's product runs in: autocast's, else the weight's. The fused loss makes the
+    logits' gradients in the forward pass, before a GradScaler scales them up, and fp16 would flush many of
+    them (of order 1 / (tokens x vocab)) to zero: fp16 keeps the plain path."""
+    device = weight.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
+
+
 @dataclass
 class Seq2SeqOutput:
     """What `T5.forward` returns. `loss` is the token cross-entropy plus any router losses.
 
     `logits` is None when the loss was computed in training mode with gradients: the output layer and the
-    loss then run fused (`t5lab.model.loss`, under autocast too) and the [B, T, V] logits never exist.
+    loss then run fused (`t5lab.model.loss`; fp32 or bf16, autocast or not) and the [B, T, V] logits never exist.
     """
 
     logits: torch.Tensor | None
@@ -257,7 +265,8 @@ class T5(nn.Module):
         routers += decoder_routers
         logits = loss = None
         weight_VD = self.output_weight()
-        if labels is not None and weight_VD is not None and self.training and torch.is_grad_enabled():
+        if (labels is not None and weight_VD is not None and self.training and torch.is_grad_enabled()
+                and _product_dtype(weight_VD) != torch.float16):
             # Training: the output layer and the loss in one step that never materialises the logits.
             loss = linear_cross_entropy(self._output_input(hidden_BTD).flatten(0, 1), weight_VD, labels.flatten(),
                                         None if torch.compiler.is_compiling() else self._logits_buffer)
