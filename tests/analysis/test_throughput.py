@@ -71,6 +71,7 @@ def test_bench_row_fields_and_units(tiny_config: ModelConfig) -> None:
     row = bench_shape(tiny_config, batch_size=B, input_length=S, target_length=T, repeats=2, warmup=1,
                       precision="fp32")
     assert row["name"] == "tiny-test" and row["device"].startswith("cpu") and row["dtype"] == "float32"
+    assert row["inference_dtype"] == "float32"
     assert row["params"] == count_parameters(tiny_config).total
     assert row["flops"] == forward_flops(tiny_config, S, T).total
     assert row["train_flops_per_example"] == training_flops(tiny_config, S, T)
@@ -95,3 +96,10 @@ def test_bench_rejects_bad_settings(tiny_config: ModelConfig) -> None:
         bench_shape(tiny_config, batch_size=0)
     with pytest.raises(T5LabError, match="device"):
         bench_shape(tiny_config, device="tpu")
+
+
+def test_bench_in_bf16_decodes_in_fp32_on_cpu(tiny_config: ModelConfig) -> None:
+    """Training in bf16 autocast; decoding as `t5lab generate` runs on CPU, in fp32."""
+    row = bench_shape(tiny_config, batch_size=1, input_length=8, target_length=3, repeats=1, warmup=0,
+                      precision="bf16")
+    assert (row["dtype"], row["inference_dtype"]) == ("bfloat16", "float32")

@@ -178,3 +178,17 @@ def test_model_traces_as_one_graph(model, tiny_config):
     # Many rows, and one row (one input and one target token: the split path in eager mode).
     for x, y in ((ids, labels), (ids[:1, :1], labels[:1, :1])):
         torch.testing.assert_close(compiled(x, y), model(x, labels=y).logits)
+
+
+def test_autocast_and_compile_take_the_plain_paths(tiny_config):
+    """Under autocast, batch-1 decoding uses F.linear (autocast caches its weight casts) and no fp32 block copy;
+    under torch.compile, training keeps the plain loss (one graph for the compiler to fuse)."""
+    model = build_model(tiny_config, seed=0).eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model.output_logits(torch.randn(1, 1, tiny_config.d_model))
+    assert logits.dtype == torch.bfloat16 and model._one_row_output is None
+    ids, labels = _batch(tiny_config)
+    compiled = torch.compile(model.train(), backend="eager", fullgraph=False)
+    out = compiled(ids, labels=labels)
+    assert out.logits is not None
+    torch.testing.assert_close(out.loss, model(ids, labels=labels).loss)

@@ -157,3 +157,25 @@ def test_auto_precision_is_bf16_where_the_cpu_computes_it(monkeypatch, has_bf16)
     assert compute_dtype("auto", cpu) == (expected or torch.float32)  # the shape lab measures what training runs
     assert autocast_dtype(CONFIG, cpu) is None  # 'fp32' stays fp32
     assert autocast_dtype(dataclasses.replace(CONFIG, precision="bf16"), cpu) == torch.bfloat16
+
+
+@pytest.mark.parametrize("major", [7, 8])
+def test_auto_precision_on_cuda_needs_native_bf16(monkeypatch, major):
+    """Volta/Turing emulate bf16 (slowly): 'auto' keeps fp32 there, as it does on CPUs without AVX512-BF16."""
+    from types import SimpleNamespace
+
+    from t5lab.train.loop import native_bf16
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(major=major))
+    monkeypatch.setattr(torch.version, "hip", None)
+    assert native_bf16(torch.device("cuda:0")) == (major >= 8)
+
+
+def test_the_evaluator_runs_outside_autocast(tiny_config, tmp_path):
+    """As `t5lab evaluate` runs the exported model, so that the best checkpoint's stored scores reproduce."""
+    seen = []
+    config = dataclasses.replace(CONFIG, precision="bf16", steps=3, eval_batches=0, save_every=0)
+    _run(tiny_config, tmp_path, config,
+         evaluator=lambda model: seen.append(torch.is_autocast_enabled("cpu")) or {"score": 1.0})
+    assert seen and not any(seen)

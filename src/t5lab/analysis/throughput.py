@@ -249,7 +249,8 @@ def bench_shape(
     `t5lab pareto --x flops` reads), train_flops_per_example, tokens_per_s (training input tokens/s, the
     axis `--x throughput` reads), train_step_s and its spread, inference_tokens_per_s, inference_s and its
     spread, ms_per_token (decode wall time per step of the whole batch), peak_memory_bytes and its method,
-    matmul_peak_flops, mfu, and the settings the row was measured with.
+    matmul_peak_flops, mfu, and the settings the row was measured with (dtype: training's; inference_dtype:
+    decoding's, fp32 on CPU as `t5lab generate` runs).
     """
     if batch_size < 1 or input_length < 1 or target_length < 1:
         raise T5LabError(f"batch_size={batch_size}, input_length={input_length}, target_length={target_length}: "
@@ -261,7 +262,10 @@ def bench_shape(
     batch = random_batch(config, batch_size, input_length, target_length, dev, seed)
     with peak_memory(dev) as memory:
         train = measure_training(model, batch, dev, dtype, repeats, warmup)
-    infer = measure_inference(model, batch["input_ids"], target_length, dev, dtype, repeats, warmup)
+    # Decoding as `t5lab generate` runs it by default: fp32 on CPU, where bf16 autocast would cast the weights
+    # again at every step (t5-efficient-tiny at batch 1: ~11-12 vs ~5-6 ms per token).
+    infer_dtype = dtype if dev.type == "cuda" else torch.float32
+    infer = measure_inference(model, batch["input_ids"], target_length, dev, infer_dtype, repeats, warmup)
     peak = matmul_peak_flops(str(dev), dtype)
     per_example = training_flops(config, input_length, target_length)
     params = count_parameters(config)
@@ -286,6 +290,7 @@ def bench_shape(
         "mfu": per_example * batch_size / train.median_s / peak,
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu x{torch.get_num_threads()}",
         "dtype": str(dtype).removeprefix("torch."),
+        "inference_dtype": str(infer_dtype).removeprefix("torch."),
         "attention": attention,
         "batch_size": batch_size,
         "input_length": input_length,

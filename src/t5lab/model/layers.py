@@ -120,13 +120,14 @@ def linear(x: torch.Tensor, weight_OI: torch.Tensor) -> torch.Tensor:
     512 inputs) and, as with any multi-threaded BLAS, can depend on the thread count. Measured on 2 cores
     and fp32 only: other dtypes keep F.linear, and at most 8 blocks are used.
     """
-    # Traced (FX, torch.jit) or compiled: the tracer's own kernels.
+    # Traced (FX, torch.jit) or compiled: the tracer's own kernels. Under autocast: F.linear, whose weight casts
+    # autocast caches (the one-row blocks would be cast anew at every decoding step: 2x slower at batch 1).
     if (isinstance(x, torch.fx.Proxy) or torch.compiler.is_compiling() or torch.jit.is_tracing()
-            or x.device.type != "cpu" or x.dtype != torch.float32):
+            or x.device.type != "cpu" or x.dtype != torch.float32 or torch.is_autocast_enabled("cpu")):
         return F.linear(x, weight_OI)
     if x.numel() != x.shape[-1]:
         if (x.numel() == 0 or not _onednn_matmul_available() or not torch.backends.mkldnn.enabled
-                or torch.is_autocast_enabled("cpu") or not _only_plain_autograd()):
+                or not _only_plain_autograd()):
             return F.linear(x, weight_OI)
         if torch.is_grad_enabled() and (x.requires_grad or weight_OI.requires_grad):
             return _OneDNNLinear.apply(x, weight_OI)

@@ -93,8 +93,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
             loss += ((max_n + sum_n.log() - target_logit_n) * keep_n).sum()
             # d(mean loss)/d(logits) = (softmax - onehot) / count on labelled columns, 0 on the others.
             grad_Vn = exp_Vn.mul_(torch.where(keep_n, 1.0 / (sum_n * count), 0.0))
-            columns = torch.arange(h_nD.shape[0], device=h_nD.device)[keep_n]
-            grad_Vn.index_put_((target_n[keep_n], columns), -1.0 / count.float(), accumulate=True)
+            # Unlabelled columns add 0 (no boolean indexing: on a GPU it would wait for the device every chunk).
+            columns = torch.arange(h_nD.shape[0], device=h_nD.device)
+            grad_Vn.index_put_((target_n, columns), torch.where(keep_n, -1.0 / count.float(), 0.0), accumulate=True)
             grad_Vn = grad_Vn.to(h_nD.dtype)
             if need_hidden:
                 grad_hidden_ND[start : start + rows] = grad_Vn.T @ lowp_weight_VD

@@ -44,8 +44,9 @@ def _product_dtype(weight: torch.Tensor) -> torch.dtype:
 class Seq2SeqOutput:
     """What `T5.forward` returns. `loss` is the token cross-entropy plus any router losses.
 
-    `logits` is None when the loss was computed in training mode with gradients: the output layer and the
-    loss then run fused (`t5lab.model.loss`; fp32 or bf16, autocast or not) and the [B, T, V] logits never exist.
+    `logits` is None when the loss was computed in training mode with gradients, eagerly: the output layer and
+    the loss then run fused (`t5lab.model.loss`; fp32 or bf16, autocast or not) and the [B, T, V] logits never
+    exist.
     """
 
     logits: torch.Tensor | None
@@ -219,7 +220,8 @@ class T5(nn.Module):
         before decoding again.
         """
         if (torch.is_grad_enabled() or torch.compiler.is_compiling() or weight_VD.device.type != "cpu"
-                or weight_VD.dtype != torch.float32 or weight_VD.is_inference() or not weight_VD.is_contiguous()):
+                or weight_VD.dtype != torch.float32 or weight_VD.is_inference() or not weight_VD.is_contiguous()
+                or torch.is_autocast_enabled("cpu")):
             return None
         version = (weight_VD.data_ptr(), weight_VD._version, one_row_splits(weight_VD.shape[0]))
         cached = self._one_row_output
@@ -266,10 +268,11 @@ class T5(nn.Module):
         logits = loss = None
         weight_VD = self.output_weight()
         if (labels is not None and weight_VD is not None and self.training and torch.is_grad_enabled()
-                and _product_dtype(weight_VD) != torch.float16):
-            # Training: the output layer and the loss in one step that never materialises the logits.
+                and _product_dtype(weight_VD) != torch.float16 and not torch.compiler.is_compiling()):
+            # Training: the output layer and the loss in one step that never materialises the logits. Eager
+            # only: under torch.compile the plain path stays one graph, which the compiler fuses itself.
             loss = linear_cross_entropy(self._output_input(hidden_BTD).flatten(0, 1), weight_VD, labels.flatten(),
-                                        None if torch.compiler.is_compiling() else self._logits_buffer)
+                                        self._logits_buffer)
         else:
             logits = self.output_logits(hidden_BTD)
             if labels is not None:

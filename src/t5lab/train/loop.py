@@ -116,8 +116,9 @@ def native_bf16(device: torch.device) -> bool:
     tokens/s and ended at a held-out loss of 4.563 vs 4.555. CPUs without the instructions emulate bf16
     (unmeasured here) and keep fp32. Other CPU architectures keep fp32 too (unmeasured).
     """
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+    if device.type == "cuda":  # compute capability 8 (Ampere) on; torch's own check also counts emulation
+        return torch.cuda.is_available() and (bool(torch.version.hip)
+                                              or torch.cuda.get_device_properties(device).major >= 8)
     capabilities = getattr(torch.cpu, "get_capabilities", None)  # not in older torch: fp32 there
     return device.type == "cpu" and capabilities is not None and bool(capabilities().get("avx512_bf16", False))
 
@@ -247,8 +248,9 @@ def train(
         out: the run folder: `metrics.jsonl`, `loss.png`, `checkpoints/step-*`.
         eval_batches: returns a fresh iterable over the held-out split (the first `config.eval_batches`
             batches are used each time).
-        evaluator: a further evaluation run at the same times, given the model in eval mode (e.g. generate
-            and score with the task's metric); its results join the eval row in metrics.jsonl.
+        evaluator: a further evaluation run at the same times, given the model in eval mode and outside
+            autocast (e.g. generate and score with the task's metric, as `t5lab evaluate` would); its results
+            join the eval row in metrics.jsonl.
         monitor: tracks one evaluation metric for "keep the best" and early stopping (see `Monitor`).
         resume: continue from the latest checkpoint under `out` (start fresh when there is none).
         stop_after: stop (with a checkpoint) after this step without changing the schedule, as if the
@@ -317,7 +319,9 @@ def train(
         if evaluator is not None:
             model.eval()
             try:
-                with _quiet_rng(), _autocast(device, dtype):
+                # Outside autocast, as `t5lab evaluate` runs the exported model: the best checkpoint's stored
+                # predictions and scores are then the ones it reproduces.
+                with _quiet_rng():
                     result = {**result, **evaluator(model)}
             finally:
                 model.train()
