@@ -179,3 +179,16 @@ def test_the_evaluator_runs_outside_autocast(tiny_config, tmp_path):
     _run(tiny_config, tmp_path, config,
          evaluator=lambda model: seen.append(torch.is_autocast_enabled("cpu")) or {"score": 1.0})
     assert seen and not any(seen)
+
+
+def test_auto_precision_is_kept_by_a_resumed_run(tiny_config, tmp_path, monkeypatch):
+    """Resumed on a machine that resolves 'auto' otherwise, the run keeps its bf16 and continues exactly."""
+    import t5lab.train.loop as loop_module
+
+    config = dataclasses.replace(CONFIG, precision="auto", eval_batches=0)
+    monkeypatch.setattr(loop_module, "native_bf16", lambda device: True)
+    _, straight = _run(tiny_config, tmp_path / "straight", config)
+    _run(tiny_config, tmp_path / "split", config, stop_after=5)
+    monkeypatch.setattr(loop_module, "native_bf16", lambda device: False)
+    _, resumed = _run(tiny_config, tmp_path / "split", config, resume=True)
+    assert _losses(resumed) == _losses(straight)

@@ -259,7 +259,7 @@ def train(
     """
     out = Path(out)
     device = resolve_device(config.device)
-    dtype = autocast_dtype(config, device)
+    dtype = this_machines_dtype = autocast_dtype(config, device)
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")  # TF32 matmuls, as nanoT5 trains
     elif device.type == "cpu":
@@ -285,6 +285,11 @@ def train(
         batches.load_state_dict(state["data"])
         loop.update(state["loop"])
         set_rng_state(state["rng"])
+        if config.precision == "auto" and "autocast" in state["loop"]:
+            # 'auto' is resolved once per run: resumed elsewhere (with or without native bf16), the run keeps
+            # the arithmetic it started with, as exact resumption needs.
+            dtype = torch.bfloat16 if loop["autocast"] == "bfloat16" else None
+    loop["autocast"] = None if dtype is None else "bfloat16"
     step = int(loop["step"])
     last = min(config.steps, stop_after) if stop_after is not None else config.steps
     if loop["stopped"]:  # an early-stopped run stays stopped when resumed
@@ -295,7 +300,10 @@ def train(
     progress = _Progress(config.progress, config.steps, step)
     if resumed_from is not None:
         progress.note(f"resumed from {resumed_from} (step {step})")
-    if dtype is not None and config.precision == "auto":
+    if config.precision == "auto" and dtype != this_machines_dtype:
+        progress.note(f"precision auto: {'bf16 autocast' if dtype else 'fp32'}, as the run began (this machine "
+                      f"alone would choose {'bf16 autocast' if this_machines_dtype else 'fp32'})")
+    elif config.precision == "auto" and dtype is not None:
         progress.note(f"precision auto: bf16 autocast, which this {device.type.upper()} computes natively "
                       "(--precision fp32 for full precision)")
 
