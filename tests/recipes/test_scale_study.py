@@ -58,6 +58,9 @@ def test_two_shape_study(corpus: tuple[Path, Path], tmp_path: Path, capsys: pyte
     assert capsys.readouterr().out.count("skipped") == 2
     assert study(corpus, out, "--budget", "flops") == 1
     assert "another study" in capsys.readouterr().err
+    other = "fp32" if rows[0]["dtype"] == "bfloat16" else "bf16"  # rows of one precision only
+    assert study(corpus, out, "--train.precision", other) == 1
+    assert f"a row trained in {rows[0]['dtype']}" in capsys.readouterr().err
 
 
 def test_steps_for_each_budget() -> None:

@@ -56,8 +56,9 @@ def steps_for_budget(budget: Budget, amount: float, config: ModelConfig, batch_s
     return max(1, math.floor(steps))
 
 
-def _done_rows(results: Path, budget: str, amount: float) -> dict[str, dict[str, Any]]:
-    """Rows already in `results` (a resumed study); an earlier study under another budget is an error."""
+def _done_rows(results: Path, budget: str, amount: float, dtype: str) -> dict[str, dict[str, Any]]:
+    """Rows already in `results` (a resumed study); an earlier study under another budget or in another
+    precision (rows without a dtype predate it: fp32) is an error."""
     done = {}
     if not results.is_file():
         return done
@@ -65,6 +66,10 @@ def _done_rows(results: Path, budget: str, amount: float) -> dict[str, dict[str,
         if (row.get("budget"), row.get("amount")) != (budget, amount):
             raise T5LabError(f"{results}:{number}: a row of another study (budget {row.get('budget')} "
                              f"{row.get('amount')}); use another --out for --budget {budget} --amount {amount}")
+        if row.get("dtype", "float32") != dtype:
+            raise T5LabError(f"{results}:{number}: a row trained in {row.get('dtype', 'float32')}, this study trains "
+                             f"in {dtype} (precision 'auto' follows the machine); use another --out, or "
+                             f"--train.precision {'bf16' if row.get('dtype') == 'bfloat16' else 'fp32'}")
         done[row["name"]] = row
     return done
 
@@ -132,15 +137,15 @@ def scale_study(
         raise T5LabError("scale-study compares held-out loss: --train.eval_batches and --eval_fraction must be > 0")
     folder = Path(out)
     results = folder / "results.jsonl"
-    done = _done_rows(results, budget, amount)
+    device = resolve_device(train.device)
+    dtype = autocast_dtype(train, device) or torch.float32
+    done = _done_rows(results, budget, amount, str(dtype).removeprefix("torch."))
     named = [ModelConfig.from_name(name) for name in shapes]  # every name checked before any work
     tok = _tokenizer(tokenizer, vocab_pieces)
     configs = [c.replace(vocab_size=tok.vocab_size, dropout=dropout, expert_dropout=dropout) for c in named]
     data_config = DataConfig(sources=tuple(data) if data else DataConfig().sources, inputs_length=inputs_length,
                              batch_size=train.micro_batch_size, eval_fraction=eval_fraction, seed=train.seed)
     targets_length = PretrainingStream(data_config, tok).targets_length
-    device = resolve_device(train.device)
-    dtype = autocast_dtype(train, device) or torch.float32
     peak = matmul_peak_flops(str(device), dtype)  # measured before training, with the study's threads
     for config in configs:
         if config.name in done:
@@ -194,6 +199,7 @@ def scale_study(
             "vocab_size": config.vocab_size,
             "lr": train.lr,
             "device": str(device),
+            "dtype": str(dtype).removeprefix("torch."),
             "threads": torch.get_num_threads(),
         }
         append_row(results, row)
