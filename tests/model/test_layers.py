@@ -192,6 +192,16 @@ def test_onednn_linear_steps_aside_for_torch_func_forward_ad_and_jit_trace(monke
     torch.testing.assert_close(traced(x), F.linear(x, weight))
 
 
+@onednn
+def test_onednn_linear_needs_torchs_transform_flags(monkeypatch):
+    """Without torch's internal flags it cannot tell a torch.func transform from plain autograd: F.linear."""
+    monkeypatch.setattr(layers, "_onednn_matmul_available", lambda: True)
+    x, weight = torch.randn(6, 40), torch.randn(24, 40, requires_grad=True)
+    assert type(linear(x, weight).grad_fn).__name__ == "_OneDNNLinearBackward"
+    monkeypatch.delattr(torch._C, "_are_functorch_transforms_active")
+    assert type(linear(x, weight).grad_fn).__name__ != "_OneDNNLinearBackward"
+
+
 def test_linear_traces_with_fx_like_nn_linear():
     """FX does not treat t5lab's Linear as a leaf (nn.Linear is one); its fast path must not branch on a traced
     value."""

@@ -79,8 +79,11 @@ def _onednn_linear(x: torch.Tensor, weight_OI: torch.Tensor) -> torch.Tensor:
 
 def _only_plain_autograd() -> bool:
     """False under torch.func transforms (grad, vmap, jvp) and forward-mode AD: the oneDNN op has no rules for
-    them (its reverse-mode gradient comes from `_OneDNNLinear`), so F.linear serves there."""
-    return not (torch._C._are_functorch_transforms_active() or torch.autograd.forward_ad._current_level >= 0)
+    them (its reverse-mode gradient comes from `_OneDNNLinear`), so F.linear serves there. Both flags are
+    torch internals: a torch without them gets F.linear always."""
+    transforms_active = getattr(torch._C, "_are_functorch_transforms_active", None)
+    forward_ad_level = getattr(torch.autograd.forward_ad, "_current_level", 0)
+    return transforms_active is not None and not transforms_active() and forward_ad_level < 0
 
 
 class _OneDNNLinear(torch.autograd.Function):
