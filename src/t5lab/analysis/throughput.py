@@ -24,7 +24,8 @@ Method (what a reader of a result row needs to trust it):
 
 GPU path: CUDA timings synchronise before starting and before stopping the clock. `precision="auto"` runs
 bf16 autocast where training would (CUDA devices with bf16, CPUs with AVX512-BF16; fp32 master weights, as
-the training loop does) and the peak is then the bf16 matmul peak. That path is written for the GPU but has only been run on CPU here.
+the training loop does) and the peak is then the bf16 matmul peak. The CUDA path is written for the GPU but
+has only been run on CPU here.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from t5lab.analysis.counting import count_parameters, forward_flops, training_fl
 from t5lab.config import ModelConfig
 from t5lab.errors import T5LabError
 from t5lab.model import KVCache, build_model
-from t5lab.train.loop import native_bf16
+from t5lab.train.loop import autocast_dtype
 from t5lab.train.loop import resolve_device as train_device
 
 Precision = Literal["auto", "fp32", "bf16"]
@@ -76,10 +77,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def compute_dtype(precision: Precision, device: torch.device) -> torch.dtype:
-    """bf16 for 'bf16', and for 'auto' where training would use it (`t5lab.train.loop.native_bf16`); else fp32."""
-    if precision == "bf16" or (precision == "auto" and native_bf16(device)):
-        return torch.bfloat16
-    return torch.float32
+    """The dtype training runs in for `precision` (`t5lab.train.loop.autocast_dtype`), fp32 for no autocast."""
+    return autocast_dtype(precision, device) or torch.float32
 
 
 def _sync(device: torch.device) -> None:

@@ -62,15 +62,15 @@ class LogitsBuffer:
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden_ND: torch.Tensor, weight_VD: torch.Tensor, labels_N: torch.Tensor,
-                buffer: LogitsBuffer | None, compute_dtype: torch.dtype | None) -> torch.Tensor:
+                buffer: LogitsBuffer | None, compute_dtype: torch.dtype) -> torch.Tensor:
         with torch.autocast(hidden_ND.device.type, enabled=False):  # the casts are explicit below
             return _LinearCrossEntropy._loss_and_gradients(ctx, hidden_ND, weight_VD, labels_N, buffer, compute_dtype)
 
     @staticmethod
     def _loss_and_gradients(ctx, hidden_ND, weight_VD, labels_N, buffer, compute_dtype) -> torch.Tensor:
         N, V = hidden_ND.shape[0], weight_VD.shape[0]
-        # The matmuls run in compute_dtype (autocast's, e.g. bf16) when given; softmax and loss always in fp32.
-        lowp_weight_VD = weight_VD if compute_dtype is None else weight_VD.to(compute_dtype)
+        # The matmuls run in compute_dtype (`product_dtype`: e.g. autocast's bf16); softmax and loss in fp32.
+        lowp_weight_VD = weight_VD.to(compute_dtype)
         keep_N = labels_N != -100
         count = keep_N.sum().clamp(min=1)
         loss = torch.zeros((), dtype=torch.float32, device=hidden_ND.device)
@@ -80,7 +80,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         rows = max(64, _CHUNK_BYTES // (4 * V) // 64 * 64)  # a multiple of 64 keeps the matmuls aligned
         for start in range(0, N, rows):
             h_nD, keep_n = hidden_ND[start : start + rows], keep_N[start : start + rows]
-            h_nD = h_nD if compute_dtype is None else h_nD.to(compute_dtype)
+            h_nD = h_nD.to(compute_dtype)
             target_n = labels_N[start : start + rows].clamp(min=0)
             fp32 = lowp_weight_VD.dtype == h_nD.dtype == torch.float32
             out = buffer.take(V, h_nD.shape[0], weight_VD.device) if buffer and fp32 else None
@@ -117,6 +117,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 None if grad_weight_VD is None else grad_weight_VD.mul_(grad_loss), None, None, None)
 
 
+def product_dtype(weight_VD: torch.Tensor) -> torch.dtype:
+    """The dtype the output layer's products run in: autocast's where autocast is on, else the weight's."""
+    device = weight_VD.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight_VD.dtype
+
+
 def linear_cross_entropy(hidden_ND: torch.Tensor, weight_VD: torch.Tensor, labels_N: torch.Tensor,
                          buffer: LogitsBuffer | None = None) -> torch.Tensor:
     """Mean cross-entropy of the logits `hidden_ND @ weight_VD.T` against `labels_N` (-100: ignored).
@@ -127,6 +133,4 @@ def linear_cross_entropy(hidden_ND: torch.Tensor, weight_VD: torch.Tensor, label
     Under autocast the two matmuls run in autocast's dtype, as F.linear's would, and the softmax in fp32, as
     F.cross_entropy on `logits.float()`; the gradients come back in the inputs' own dtypes.
     """
-    device = hidden_ND.device.type
-    compute_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
-    return _LinearCrossEntropy.apply(hidden_ND, weight_VD, labels_N, buffer, compute_dtype)
+    return _LinearCrossEntropy.apply(hidden_ND, weight_VD, labels_N, buffer, product_dtype(weight_VD))

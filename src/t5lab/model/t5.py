@@ -29,15 +29,7 @@ from t5lab.model.layers import (
     one_row_splits,
     row_blocks_in_major,
 )
-from t5lab.model.loss import LogitsBuffer, linear_cross_entropy
-
-
-def _product_dtype(weight: torch.Tensor) -> torch.dtype:
-    """The dtype the output layer's product runs in: autocast's, else the weight's. The fused loss makes the
-    logits' gradients in the forward pass, before a GradScaler scales them up, and fp16 would flush many of
-    them (of order 1 / (tokens x vocab)) to zero: fp16 keeps the plain path."""
-    device = weight.device.type
-    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
+from t5lab.model.loss import LogitsBuffer, linear_cross_entropy, product_dtype
 
 
 @dataclass
@@ -268,9 +260,11 @@ class T5(nn.Module):
         logits = loss = None
         weight_VD = self.output_weight()
         if (labels is not None and weight_VD is not None and self.training and torch.is_grad_enabled()
-                and _product_dtype(weight_VD) != torch.float16 and not torch.compiler.is_compiling()):
+                and product_dtype(weight_VD) != torch.float16 and not torch.compiler.is_compiling()):
             # Training: the output layer and the loss in one step that never materialises the logits. Eager
-            # only: under torch.compile the plain path stays one graph, which the compiler fuses itself.
+            # only: under torch.compile the plain path stays one graph, which the compiler fuses itself. Not
+            # in fp16: the fused loss makes the logits' gradients in the forward pass, before a GradScaler
+            # scales them up, and fp16 would flush many of them (of order 1 / (tokens x vocab)) to zero.
             loss = linear_cross_entropy(self._output_input(hidden_BTD).flatten(0, 1), weight_VD, labels.flatten(),
                                         self._logits_buffer)
         else:

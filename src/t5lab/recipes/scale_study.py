@@ -66,10 +66,11 @@ def _done_rows(results: Path, budget: str, amount: float, dtype: str) -> dict[st
         if (row.get("budget"), row.get("amount")) != (budget, amount):
             raise T5LabError(f"{results}:{number}: a row of another study (budget {row.get('budget')} "
                              f"{row.get('amount')}); use another --out for --budget {budget} --amount {amount}")
-        if row.get("dtype", "float32") != dtype:
-            raise T5LabError(f"{results}:{number}: a row trained in {row.get('dtype', 'float32')}, this study trains "
-                             f"in {dtype} (precision 'auto' follows the machine); use another --out, or "
-                             f"--train.precision {'bf16' if row.get('dtype') == 'bfloat16' else 'fp32'}")
+        row_dtype = row.get("dtype", "float32")
+        if row_dtype != dtype:
+            raise T5LabError(f"{results}:{number}: a row trained in {row_dtype}, this study trains in {dtype} "
+                             "(precision 'auto' follows the machine); use another --out, or --train.precision "
+                             f"{'bf16' if row_dtype == 'bfloat16' else 'fp32'}")
         done[row["name"]] = row
     return done
 
@@ -138,8 +139,9 @@ def scale_study(
     folder = Path(out)
     results = folder / "results.jsonl"
     device = resolve_device(train.device)
-    dtype = autocast_dtype(train, device) or torch.float32
-    done = _done_rows(results, budget, amount, str(dtype).removeprefix("torch."))
+    dtype = autocast_dtype(train.precision, device) or torch.float32
+    dtype_name = str(dtype).removeprefix("torch.")
+    done = _done_rows(results, budget, amount, dtype_name)
     named = [ModelConfig.from_name(name) for name in shapes]  # every name checked before any work
     tok = _tokenizer(tokenizer, vocab_pieces)
     configs = [c.replace(vocab_size=tok.vocab_size, dropout=dropout, expert_dropout=dropout) for c in named]
@@ -199,7 +201,7 @@ def scale_study(
             "vocab_size": config.vocab_size,
             "lr": train.lr,
             "device": str(device),
-            "dtype": str(dtype).removeprefix("torch."),
+            "dtype": dtype_name,
             "threads": torch.get_num_threads(),
         }
         append_row(results, row)

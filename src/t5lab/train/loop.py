@@ -123,9 +123,9 @@ def native_bf16(device: torch.device) -> bool:
     return device.type == "cpu" and capabilities is not None and bool(capabilities().get("avx512_bf16", False))
 
 
-def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """bf16 for 'bf16', and for 'auto' where the device computes bf16 natively (`native_bf16`); None: fp32."""
-    if config.precision == "bf16" or (config.precision == "auto" and native_bf16(device)):
+    if precision == "bf16" or (precision == "auto" and native_bf16(device)):
         return torch.bfloat16
     return None
 
@@ -259,7 +259,7 @@ def train(
     """
     out = Path(out)
     device = resolve_device(config.device)
-    dtype = this_machines_dtype = autocast_dtype(config, device)
+    dtype = this_machines_dtype = autocast_dtype(config.precision, device)
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")  # TF32 matmuls, as nanoT5 trains
     elif device.type == "cpu":
