@@ -17,9 +17,9 @@ import time
 
 import torch
 
-from t5lab.config import ModelConfig
 from t5lab.generate import generate
 from t5lab.model import build_model
+from t5lab.shapes import from_name
 
 
 def hf_twin(model):
@@ -75,7 +75,7 @@ def main() -> None:
           f"{'hf tok/s':>9} {'ratio':>6} same")
     n = args.new_tokens
     for shape in args.shapes:
-        model = build_model(ModelConfig.from_name(shape, dropout=0.0), seed=0).eval()
+        model = build_model(from_name(shape, dropout=0.0), seed=0).eval()
         hf = hf_twin(model)
         for batch in args.batch_sizes:
             ids = torch.randint(2, model.config.vocab_size, (batch, args.input_length),

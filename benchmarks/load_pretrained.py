@@ -14,7 +14,8 @@ import time
 
 import torch
 
-from t5lab import ModelConfig, build_model, load_pretrained
+from t5lab import build_model, load_pretrained
+from t5lab.shapes import from_name
 
 
 def best_of(repeats: int, fn) -> float:
@@ -33,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     from transformers import T5ForConditionalGeneration
 
-    model = build_model(ModelConfig.from_name(args.shape), seed=0)
+    model = build_model(from_name(args.shape), seed=0)
     with tempfile.TemporaryDirectory() as folder:
         model.save_pretrained(folder)
         del model

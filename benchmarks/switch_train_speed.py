@@ -21,9 +21,9 @@ import time
 
 import torch
 
-from t5lab.config import ModelConfig
 from t5lab.interop.hf import save_pretrained
 from t5lab.model import build_model
+from t5lab.shapes import from_name
 
 
 def main() -> None:
@@ -37,7 +37,7 @@ def main() -> None:
 
     from transformers import SwitchTransformersForConditionalGeneration
 
-    config = ModelConfig.from_name(f"t5-efficient-tiny-moe{args.experts}").replace(
+    config = from_name(f"t5-efficient-tiny-moe{args.experts}").replace(
         expert_capacity=math.ceil(args.inputs / args.experts * 1.25)
     )
     ours = build_model(config, seed=0)

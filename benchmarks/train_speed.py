@@ -22,6 +22,8 @@ import time
 import torch
 
 from t5lab import ModelConfig, build_model
+from t5lab.interop.hf_config import to_hf
+from t5lab.shapes import from_name
 
 
 def hf_model(config: ModelConfig):
@@ -29,7 +31,7 @@ def hf_model(config: ModelConfig):
     from transformers import T5Config, T5ForConditionalGeneration
 
     torch.manual_seed(0)
-    return T5ForConditionalGeneration(T5Config(**config.to_hf()))
+    return T5ForConditionalGeneration(T5Config(**to_hf(config)))
 
 
 def main() -> None:
@@ -51,7 +53,7 @@ def main() -> None:
 
         print(f"keep freed memory (both libraries): {keep_freed_memory()}")
 
-    config = ModelConfig.from_name(args.shape).replace(dropout=args.dropout)
+    config = from_name(args.shape).replace(dropout=args.dropout)
     ours = build_model(config, seed=0, attention=args.attention).train()
     theirs = hf_model(config).train()
     g = torch.Generator().manual_seed(0)

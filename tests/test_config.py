@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from t5lab import ModelConfig, T5LabError
+from t5lab.config import CONFIG_FORMAT_VERSION
+from t5lab.interop.hf_config import config_from_meta, from_hf, to_hf
+from t5lab.shapes import from_name
 
 # google/switch-base-8's config.json as published on the hub (the fields t5lab reads).
 SWITCH_BASE_8 = {
@@ -42,8 +47,8 @@ def test_bad_moe_configs_name_the_field(tiny_config, changes, field):
 
 
 def test_published_switch_config_keeps_its_stored_values():
-    config = ModelConfig.from_hf(SWITCH_BASE_8)
-    assert config == ModelConfig.from_name("switch-base-8").replace(
+    config = from_hf(SWITCH_BASE_8)
+    assert config == from_name("switch-base-8").replace(
         name="custom", expert_capacity=64, router_aux_loss_coef=0.001, router_jitter_noise=0.01, init_scale=1.0,
     )
 
@@ -52,32 +57,59 @@ def test_sparse_steps_derived_as_installed_transformers_does():
     # switch-c-2048's config.json: 12 decoder blocks but 15 sparse ones -> step 12 // 15 = 0: no sparse block.
     data = dict(SWITCH_BASE_8, num_layers=15, num_sparse_encoder_layers=15, num_decoder_layers=12,
                 num_sparse_decoder_layers=15)
-    config = ModelConfig.from_hf(data)
+    config = from_hf(data)
     assert (config.encoder_sparse_step, config.decoder_sparse_step) == (1, 0)
     # 0 sparse layers: transformers uses step = num_layers, which still makes block 1 sparse.
-    config = ModelConfig.from_hf(dict(SWITCH_BASE_8, num_sparse_decoder_layers=0))
+    config = from_hf(dict(SWITCH_BASE_8, num_sparse_decoder_layers=0))
     assert [config.is_sparse_layer(i, True) for i in range(4)] == [False, True, False, False]
 
 
 @pytest.mark.parametrize("name", ["switch-base-8", "t5-efficient-tiny-moe8", "switch-c-2048"])
 def test_switch_config_round_trip(name):
-    config = ModelConfig.from_name(name)
-    assert ModelConfig.from_hf(config.to_hf()).replace(name=config.name) == config
+    config = from_name(name)
+    assert from_hf(to_hf(config)).replace(name=config.name) == config
     other = config.replace(expert_capacity=5, expert_dropout=0.4, router_top_k=2, dropped_tokens="scaled_input")
-    assert ModelConfig.from_hf(other.to_hf()).replace(name=config.name) == other
+    assert from_hf(to_hf(other)).replace(name=config.name) == other
 
 
 def test_to_hf_refuses_placements_transformers_cannot_build(tiny_config):
     # 5 encoder blocks, step 3: blocks 1 and 4; transformers would use step 5 // 2 = 2 (blocks 1 and 3).
     config = tiny_config.replace(num_encoder_layers=5, num_experts=4, encoder_sparse_step=3)
     with pytest.raises(T5LabError, match="'encoder_sparse_step'"):
-        config.to_hf()
+        to_hf(config)
 
 
 def test_switch_config_errors():
     with pytest.raises(T5LabError, match="'num_experts'"):
-        ModelConfig.from_hf(dict(SWITCH_BASE_8, num_experts=0))
+        from_hf(dict(SWITCH_BASE_8, num_experts=0))
     data = {k: v for k, v in SWITCH_BASE_8.items() if k != "feed_forward_proj"}
-    assert ModelConfig.from_hf(dict(data, dense_act_fn="gelu")).feed_forward == "gelu"
+    assert from_hf(dict(data, dense_act_fn="gelu")).feed_forward == "gelu"
     with pytest.raises(T5LabError, match="dense_act_fn"):
-        ModelConfig.from_hf(dict(data, dense_act_fn="swish"))
+        from_hf(dict(data, dense_act_fn="swish"))
+
+
+def test_native_form_round_trips_with_its_format_version(tiny_config):
+    data = json.loads(json.dumps(from_name("switch-base-8").to_dict()))
+    assert data["format_version"] == CONFIG_FORMAT_VERSION
+    assert ModelConfig.from_dict(data) == from_name("switch-base-8")
+    with pytest.raises(T5LabError, match=r"meta.json: field 'format_version'=1: expected 2"):
+        ModelConfig.from_dict(dict(data, format_version=1), "meta.json")
+    with pytest.raises(T5LabError, match="meta.json: unknown model config field 'colour'"):
+        ModelConfig.from_dict(dict(data, colour="red"), "meta.json")
+
+
+def test_checkpoint_meta_reads_native_and_older_hf_dicts():
+    config = from_name("t5-efficient-tiny")
+    assert config_from_meta({"model_config": config.to_dict()}, "meta.json") == config
+    older = {"model": to_hf(config) | {"_name_or_path": config.name}}  # pretrain meta before format 2
+    assert config_from_meta(older, "meta.json") == config
+    with pytest.raises(T5LabError, match="meta.json: no model config recorded"):
+        config_from_meta({"step": 3}, "meta.json")
+    with pytest.raises(T5LabError, match="meta.json: missing field 'vocab_size'"):
+        config_from_meta({"model_config": {"model_type": "t5", "num_layers": 2}}, "meta.json")
+
+
+def test_from_name_overrides_name_an_unknown_field():
+    assert from_name("t5-efficient-tiny", dropout=0.0).dropout == 0.0
+    with pytest.raises(T5LabError, match="unknown model config field 'bogus'"):
+        from_name("t5-efficient-tiny", bogus=1)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from t5lab.config import ModelConfig
 from t5lab.errors import T5LabError
-from t5lab.shapes import PUBLISHED_EXCEPTIONS, registered_names
+from t5lab.shapes import PUBLISHED_EXCEPTIONS, from_name, registered_names
 
 # name -> (encoder layers, decoder layers, d_ff, d_model, d_kv, heads) as the published config.json holds it
 PUBLISHED_CONFIGS = {
@@ -32,7 +31,7 @@ PUBLISHED_CONFIGS = {
 
 @pytest.mark.parametrize("name,shape", PUBLISHED_CONFIGS.items())
 def test_names_resolve_to_published_configs(name: str, shape: tuple[int, ...]) -> None:
-    c = ModelConfig.from_name(name)
+    c = from_name(name)
     assert (c.num_encoder_layers, c.num_decoder_layers, c.d_ff, c.d_model, c.d_kv, c.num_heads) == shape
 
 
@@ -45,8 +44,8 @@ def test_names_resolve_to_published_configs(name: str, shape: tuple[int, ...]) -
 ])
 def test_rounding_rule(modifier: str, field: str, value: int) -> None:
     """Thousands stand for the same multiple of 1024; every other number is taken as written."""
-    base = ModelConfig.from_name("t5-efficient-base")
-    config = ModelConfig.from_name(f"t5-efficient-base-{modifier}")
+    base = from_name("t5-efficient-base")
+    config = from_name(f"t5-efficient-base-{modifier}")
     assert getattr(config, field) == value
     others = {"d_ff", "d_model", "d_kv", "num_heads"} - {field}
     assert all(getattr(config, f) == getattr(base, f) for f in others)
@@ -59,22 +58,22 @@ def test_rounding_rule(modifier: str, field: str, value: int) -> None:
     ("t5-v1_1-base", "t5-v1_1-base"),
 ])
 def test_canonical_names(given: str, canonical: str) -> None:
-    assert ModelConfig.from_name(given).name == canonical
+    assert from_name(given).name == canonical
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED_EXCEPTIONS))
 def test_published_exceptions_keep_the_other_stack_at_12(name: str) -> None:
-    config = ModelConfig.from_name(name)
+    config = from_name(name)
     assert 12 in (config.num_encoder_layers, config.num_decoder_layers)
     # with both stacks written out the name means what it says
-    explicit = ModelConfig.from_name(name + ("-dl4" if "-el" in name else "-el4"))
+    explicit = from_name(name + ("-dl4" if "-el" in name else "-el4"))
     assert 4 in (explicit.num_encoder_layers, explicit.num_decoder_layers)
     assert 12 not in (explicit.num_encoder_layers, explicit.num_decoder_layers) or name.endswith("el12")
 
 
 def test_registered_names_resolve() -> None:
     for name in registered_names():
-        assert ModelConfig.from_name(name).name == name
+        assert from_name(name).name == name
 
 
 @pytest.mark.parametrize("name,message", [
@@ -85,4 +84,4 @@ def test_registered_names_resolve() -> None:
 ])
 def test_bad_names(name: str, message: str) -> None:
     with pytest.raises(T5LabError, match=message):
-        ModelConfig.from_name(name)
+        from_name(name)

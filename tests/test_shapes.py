@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from t5lab import ModelConfig, T5LabError
+from t5lab import T5LabError
+from t5lab.interop.hf_config import from_hf, to_hf
+from t5lab.shapes import from_name
 
 
 @pytest.mark.parametrize(
@@ -25,13 +27,13 @@ from t5lab import ModelConfig, T5LabError
     ],
 )
 def test_named_shapes(name, fields):
-    config = ModelConfig.from_name(name)
+    config = from_name(name)
     for key, value in fields.items():
         assert getattr(config, key) == value, key
 
 
 def test_canonical_name_orders_modifiers():
-    assert ModelConfig.from_name("t5-efficient-small-dl8-el16").name == "t5-efficient-small-el16-dl8"
+    assert from_name("t5-efficient-small-dl8-el16").name == "t5-efficient-small-el16-dl8"
 
 
 @pytest.mark.parametrize(
@@ -47,34 +49,34 @@ def test_canonical_name_orders_modifiers():
 )
 def test_bad_names_raise_clear_errors(name, message):
     with pytest.raises(T5LabError, match=message):
-        ModelConfig.from_name(name)
+        from_name(name)
 
 
 def test_hf_config_round_trip_and_conventions():
     for name in ("t5-efficient-tiny", "t5-v1_1-small", "t5-efficient-mini-el6-skv"):
-        config = ModelConfig.from_name(name)
-        back = ModelConfig.from_hf(config.to_hf())
+        config = from_name(name)
+        back = from_hf(to_hf(config))
         assert back.replace(name=config.name) == config
     # transformers 5.x convention: tie_word_embeddings true, scale_decoder_outputs false → v1.1 untied.
-    data = ModelConfig.from_name("t5-v1_1-small").to_hf()
+    data = to_hf(from_name("t5-v1_1-small"))
     data.update(tie_word_embeddings=True, scale_decoder_outputs=False)
-    assert ModelConfig.from_hf(data).tie_embeddings is False
+    assert from_hf(data).tie_embeddings is False
 
 
 def test_hf_config_errors(tmp_path):
     with pytest.raises(T5LabError, match="no such file"):
-        ModelConfig.from_hf(tmp_path)
+        from_hf(tmp_path)
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(T5LabError, match="not valid JSON"):
-        ModelConfig.from_hf(tmp_path)
-    data = ModelConfig.from_name("t5-efficient-tiny").to_hf()
+        from_hf(tmp_path)
+    data = to_hf(from_name("t5-efficient-tiny"))
     data["feed_forward_proj"] = "gated-swish"
     with pytest.raises(T5LabError, match="feed_forward_proj"):
-        ModelConfig.from_hf(data)
+        from_hf(data)
     del data["d_model"]
     data["feed_forward_proj"] = "relu"
     with pytest.raises(T5LabError, match="missing field 'd_model'"):
-        ModelConfig.from_hf(data)
+        from_hf(data)
 
 
 @pytest.mark.parametrize(
@@ -90,7 +92,7 @@ def test_hf_config_errors(tmp_path):
     ],
 )
 def test_switch_shapes(name, fields):
-    config = ModelConfig.from_name(name)
+    config = from_name(name)
     for key, value in fields.items():
         assert getattr(config, key) == value, key
     # New models get the papers' routing settings.
@@ -100,13 +102,13 @@ def test_switch_shapes(name, fields):
 
 
 def test_moe_suffix_keeps_the_dense_canonical_name():
-    config = ModelConfig.from_name("t5-efficient-small-dl8-el16-moe4")
+    config = from_name("t5-efficient-small-dl8-el16-moe4")
     assert config.name == "t5-efficient-small-el16-dl8-moe4"
-    assert config.replace(num_experts=0, name="x") == ModelConfig.from_name("t5-efficient-small-el16-dl8").replace(
+    assert config.replace(num_experts=0, name="x") == from_name("t5-efficient-small-el16-dl8").replace(
         **{k: getattr(config, k) for k in ("router_aux_loss_coef", "expert_capacity", "init_scale", "dropped_tokens",
                                            "expert_dropout")}, name="x"
     )
     with pytest.raises(T5LabError, match="-moeN"):
-        ModelConfig.from_name("switch-base-8-moe4")
+        from_name("switch-base-8-moe4")
     with pytest.raises(T5LabError, match="did you mean switch-base-8"):
-        ModelConfig.from_name("switch-base-9")
+        from_name("switch-base-9")

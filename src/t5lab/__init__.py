@@ -1,7 +1,7 @@
 """t5lab: the T5 family in one PyTorch toolkit.
 
     from t5lab import ModelConfig, build_model, load_pretrained
-    model = build_model(ModelConfig.from_name("t5-efficient-tiny"), seed=0)
+    model = build_model(from_name("t5-efficient-tiny"), seed=0)
     model = load_pretrained("path/to/hf-checkpoint-folder")   # transformers T5 weights
 
 Names that need torch are imported on first use, so that the config, shape and metric layers (and the

@@ -1,23 +1,23 @@
 """`ModelConfig`: the one description of a T5-family model (dense T5, T5-efficient shapes, Switch MoE).
 
 Frozen, typed and free of heavy imports so that the shape lab can reason about any model without torch.
-Named shapes live in `t5lab.shapes`; `ModelConfig.from_name` is the front door to them.
-This module also translates Hugging Face `config.json` fields (both the transformers 4.x and 5.x
-conventions); the weight-key map lives in `t5lab.interop.hf`.
+Named shapes live in `t5lab.shapes` (`shapes.from_name` is the front door to them); Hugging Face
+`config.json` translation lives in `t5lab.interop.hf_config`. t5lab's own files (checkpoint and run meta)
+store the fields themselves (`to_dict`), tagged with `CONFIG_FORMAT_VERSION`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 from t5lab.errors import T5LabError
 
 FeedForward = Literal["relu", "gelu", "gated-gelu", "gated-silu"]
 FEED_FORWARD_KINDS: tuple[str, ...] = ("relu", "gelu", "gated-gelu", "gated-silu")
+# Version of the native form written by `ModelConfig.to_dict` (1 was the Hugging Face config.json dict).
+CONFIG_FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,26 @@ class ModelConfig:
     def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)
 
+    def to_dict(self) -> dict[str, Any]:
+        """t5lab's own form of this config (every field, JSON-able) with its `format_version`."""
+        return {"format_version": CONFIG_FORMAT_VERSION, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "model config") -> ModelConfig:
+        """The inverse of `to_dict`; `where` names the file in errors."""
+        version = data.get("format_version")
+        if version != CONFIG_FORMAT_VERSION:
+            raise T5LabError(f"{where}: field 'format_version'={version!r}: expected {CONFIG_FORMAT_VERSION} "
+                             "(written by a different t5lab version)")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known - {"format_version"})
+        if unknown:
+            raise T5LabError(f"{where}: unknown model config field '{unknown[0]}'")
+        try:
+            return cls(**{k: v for k, v in data.items() if k != "format_version"})
+        except T5LabError as e:
+            raise T5LabError(f"{where}: {e}") from None
+
     # ----------------------------------------------------------------------------------------------------
     def validate(self) -> None:
         def need(ok: bool, field: str, expected: str) -> None:
@@ -155,207 +175,3 @@ class ModelConfig:
             # Sparse-layer fields only mean something with experts; a step without experts is a mistake.
             need(self.expert_capacity is None, "expert_capacity", "None when num_experts is 0 (dense model)")
 
-    # ----------------------------------------------------------------------------------------------------
-    # Named shapes
-    @classmethod
-    def from_name(cls, name: str, **overrides: Any) -> ModelConfig:
-        """A registered shape by name, e.g. `t5-v1_1-base` or `t5-efficient-small-el16-dl8`."""
-        from t5lab.shapes import config_for_name  # shapes imports this module; keep the cycle lazy
-
-        return config_for_name(name).replace(**overrides) if overrides else config_for_name(name)
-
-    # ----------------------------------------------------------------------------------------------------
-    # Hugging Face config.json
-    @classmethod
-    def from_hf(cls, source: str | Path | dict[str, Any], *, untied_weights: bool | None = None) -> ModelConfig:
-        """Read a transformers `T5Config`/`SwitchTransformersConfig` (a dict, a config.json, or its folder).
-
-        transformers 4.x writes `tie_word_embeddings: false` for v1.1 (untied, no output rescale); 5.x always
-        ties and stores the rescale as `scale_decoder_outputs`. When the weights are at hand, pass
-        `untied_weights` (both `shared.weight` and `lm_head.weight` stored with different values): it decides.
-        """
-        path = None
-        if isinstance(source, dict):
-            data = source
-        else:
-            path = Path(source)
-            if path.is_dir():
-                path = path / "config.json"
-            if not path.is_file():
-                raise T5LabError(f"{path}: no such file (expected a Hugging Face config.json)")
-            try:
-                data = json.loads(path.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise T5LabError(f"{path}: not valid JSON ({e})") from None
-            if not isinstance(data, dict):
-                raise T5LabError(f"{path}: expected a JSON object")
-        where = str(path) if path else "config"
-        model_type = data.get("model_type", "t5")
-        if model_type not in ("t5", "switch_transformers", "mt5"):
-            raise T5LabError(f"{where}: model_type {model_type!r} is not a T5-family model")
-
-        def get(key: str, default: Any = None, required: bool = False) -> Any:
-            if key not in data:
-                if required:
-                    raise T5LabError(f"{where}: missing field '{key}'")
-                return default
-            return data[key]
-
-        ff = get("feed_forward_proj", "relu")
-        if ff not in FEED_FORWARD_KINDS:
-            raise T5LabError(
-                f"{where}: field 'feed_forward_proj'={ff!r} is not supported (expected one of "
-                f"{', '.join(FEED_FORWARD_KINDS)})"
-            )
-        if "scale_decoder_outputs" in data:  # transformers 5.x convention
-            tied = bool(data["scale_decoder_outputs"])
-        else:
-            tied = bool(get("tie_word_embeddings", True))
-        if untied_weights is not None:
-            tied = not untied_weights
-        num_layers = get("num_layers", required=True)
-        fields: dict[str, Any] = dict(
-            name=str(get("_name_or_path", "") or "custom").rstrip("/").split("/")[-1] or "custom",
-            vocab_size=get("vocab_size", required=True),
-            d_model=get("d_model", required=True),
-            d_ff=get("d_ff", required=True),
-            d_kv=get("d_kv", required=True),
-            num_heads=get("num_heads", required=True),
-            num_encoder_layers=num_layers,
-            num_decoder_layers=get("num_decoder_layers") or num_layers,
-            feed_forward=ff,
-            tie_embeddings=tied,
-            relative_attention_num_buckets=get("relative_attention_num_buckets", 32),
-            relative_attention_max_distance=get("relative_attention_max_distance", 128),
-            dropout=get("dropout_rate", 0.1),
-            layer_norm_eps=get("layer_norm_epsilon", 1e-6),
-            pad_token_id=get("pad_token_id", 0) if get("pad_token_id") is not None else 0,
-            eos_token_id=_first(get("eos_token_id", 1), 1),
-            decoder_start_token_id=get("decoder_start_token_id", 0) if get("decoder_start_token_id") is not None else 0,
-            num_kv_heads=get("t5lab_num_kv_heads"),
-            tie_key_value=bool(get("t5lab_tie_key_value", False)),
-        )
-        if model_type == "switch_transformers":
-            if "feed_forward_proj" not in data:  # written by transformers 5.x: only the expert activation
-                act = get("dense_act_fn", "relu")
-                if act not in ("relu", "gelu"):
-                    raise T5LabError(f"{where}: field 'dense_act_fn'={act!r} is not supported (expected relu or gelu)")
-                fields["feed_forward"] = act
-            num_experts = get("num_experts", 8)
-            if not isinstance(num_experts, int) or num_experts < 1:
-                raise T5LabError(f"{where}: field 'num_experts'={num_experts!r}: expected at least 1 expert")
-            # The t5lab_* fields carry what transformers has no field for, so that t5lab reloads its own model.
-            fields.update(
-                num_experts=num_experts,
-                expert_capacity=get("t5lab_expert_capacity", get("expert_capacity", 64)),
-                capacity_factor_train=get("t5lab_capacity_factor_train", 1.25),
-                capacity_factor_eval=get("t5lab_capacity_factor_eval", 2.0),
-                encoder_sparse_step=_hf_sparse_step(num_layers, get("num_sparse_encoder_layers", 3)),
-                decoder_sparse_step=_hf_sparse_step(
-                    fields["num_decoder_layers"], get("num_sparse_decoder_layers", 3)
-                ),
-                router_top_k=get("num_selected_experts", 1),
-                router_jitter_noise=get("router_jitter_noise", 0.01),
-                router_dtype=get("router_dtype", "float32"),
-                router_bias=bool(get("router_bias", False)),
-                router_aux_loss_coef=get("router_aux_loss_coef", 0.001),
-                router_z_loss_coef=get("router_z_loss_coef", 0.001),
-                router_ignore_padding_tokens=bool(get("router_ignore_padding_tokens", False)),
-                # transformers applies dropout_rate inside the experts too.
-                expert_dropout=get("t5lab_expert_dropout", fields["dropout"]),
-                dropped_tokens=get("t5lab_dropped_tokens", "skip"),
-                init_scale=get("initializer_factor", 1.0),
-            )
-        try:
-            return cls(**fields)
-        except T5LabError as e:
-            raise T5LabError(f"{where}: {e}") from None
-        except TypeError as e:
-            raise T5LabError(f"{where}: malformed field ({e})") from None
-
-    def to_hf(self) -> dict[str, Any]:
-        """A config.json dict that both transformers 4.x and 5.x read as this model.
-
-        `tie_word_embeddings` is written the 4.x way (false for untied v1.1 models); 5.x reads it as
-        `scale_decoder_outputs` and keeps the weights untied because both tensors are saved.
-        """
-        data: dict[str, Any] = {
-            "architectures": ["SwitchTransformersForConditionalGeneration" if self.is_moe
-                              else "T5ForConditionalGeneration"],
-            "model_type": "switch_transformers" if self.is_moe else "t5",
-            "vocab_size": self.vocab_size,
-            "d_model": self.d_model,
-            "d_ff": self.d_ff,
-            "d_kv": self.d_kv,
-            "num_heads": self.num_heads,
-            "num_layers": self.num_encoder_layers,
-            "num_decoder_layers": self.num_decoder_layers,
-            "feed_forward_proj": self.feed_forward,
-            "is_gated_act": self.is_gated,
-            "dense_act_fn": {"relu": "relu", "gelu": "gelu", "gated-gelu": "gelu_new", "gated-silu": "silu"}[
-                self.feed_forward
-            ],
-            "tie_word_embeddings": self.tie_embeddings,
-            "relative_attention_num_buckets": self.relative_attention_num_buckets,
-            "relative_attention_max_distance": self.relative_attention_max_distance,
-            "dropout_rate": self.dropout,
-            "layer_norm_epsilon": self.layer_norm_eps,
-            "initializer_factor": self.init_scale,
-            "is_encoder_decoder": True,
-            "pad_token_id": self.pad_token_id,
-            "eos_token_id": self.eos_token_id,
-            "decoder_start_token_id": self.decoder_start_token_id,
-            "use_cache": True,
-        }
-        if self.num_kv_heads is not None:  # variants transformers cannot run; kept so t5lab can reload them
-            data["t5lab_num_kv_heads"] = self.num_kv_heads
-        if self.tie_key_value:
-            data["t5lab_tie_key_value"] = True
-        if self.is_moe:
-            sparse = {}
-            for field, layers, decoder in (("encoder", self.num_encoder_layers, False),
-                                           ("decoder", self.num_decoder_layers, True)):
-                ours = [self.is_sparse_layer(i, decoder) for i in range(layers)]
-                step = _hf_sparse_step(layers, sum(ours))
-                theirs = [step > 0 and (step == 1 or i % step == 1) for i in range(layers)]
-                if ours != theirs:
-                    raise T5LabError(
-                        f"model config field '{field}_sparse_step'={getattr(self, field + '_sparse_step')}: "
-                        f"transformers cannot place these sparse blocks (it derives the step as "
-                        f"num_layers // num_sparse_layers and makes block 1 sparse even for 0 sparse layers)"
-                    )
-                sparse[f"num_sparse_{field}_layers"] = sum(ours)
-            data.update(
-                num_experts=self.num_experts,
-                # transformers needs a fixed capacity; 64 is its default (t5lab keeps its factors beside it).
-                expert_capacity=self.expert_capacity if self.expert_capacity is not None else 64,
-                **sparse,
-                num_selected_experts=self.router_top_k,
-                router_jitter_noise=self.router_jitter_noise,
-                router_dtype=self.router_dtype,
-                router_bias=self.router_bias,
-                router_aux_loss_coef=self.router_aux_loss_coef,
-                router_z_loss_coef=self.router_z_loss_coef,
-                router_ignore_padding_tokens=self.router_ignore_padding_tokens,
-            )
-            if self.expert_capacity is None:
-                data.update(t5lab_expert_capacity=None, t5lab_capacity_factor_train=self.capacity_factor_train,
-                            t5lab_capacity_factor_eval=self.capacity_factor_eval)
-            if self.expert_dropout != self.dropout:
-                data["t5lab_expert_dropout"] = self.expert_dropout
-            if self.dropped_tokens != "skip":
-                data["t5lab_dropped_tokens"] = self.dropped_tokens
-        return data
-
-
-def _first(value: Any, default: int) -> int:
-    if isinstance(value, list):
-        return value[0] if value else default
-    return default if value is None else value
-
-
-def _hf_sparse_step(num_layers: int, num_sparse: int) -> int:
-    """The step transformers (5.23) derives: num_layers // num_sparse_layers, which is 0 (no sparse block)
-    when num_sparse > num_layers; for 0 sparse layers it uses num_layers, which still makes block 1 (or the
-    only block) sparse. t5lab mirrors this so that it builds what transformers builds from the same file."""
-    return num_layers // num_sparse if num_sparse > 0 else num_layers

@@ -10,7 +10,7 @@ Non-shape fields (activation, vocabulary, tying) come from the family, never fro
 Switch Transformers: `switch-base-{8..256}`, `switch-large-128`, `switch-xxl-128`, `switch-c-2048` (the published
 google/switch-* checkpoints), and `-moeN` after any dense name (`t5-efficient-tiny-moe8`): the same shape with
 N experts in every second block of both stacks. A named shape is a *new* model, so its routing settings are
-the papers' (`MOE_DEFAULTS`); `ModelConfig.from_hf` keeps whatever a checkpoint's config.json stores.
+the papers' (`MOE_DEFAULTS`); `interop.hf_config.from_hf` keeps whatever a checkpoint's config.json stores.
 
 Choices worth knowing:
 - The cards round: `-ff6000` means d_ff 6144 and `-dm1000` d_model 1024 (multiples of 1000 stand for the
@@ -25,9 +25,11 @@ Choices worth knowing:
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from t5lab.config import ModelConfig
 from t5lab.errors import T5LabError
@@ -247,6 +249,18 @@ def config_for_name(name: str) -> ModelConfig:
         )
         return _apply(config, mods).replace(**PUBLISHED_EXCEPTIONS.get(config.name, {}))
     raise T5LabError(f"unknown shape name {name!r}{_suggest(name)}")
+
+
+def from_name(name: str, **overrides: Any) -> ModelConfig:
+    """A registered shape by name, e.g. `t5-v1_1-base` or `t5-efficient-small-el16-dl8`, with any field
+    overridden (`from_name("t5-efficient-tiny", dropout=0.0)`)."""
+    config = config_for_name(name)
+    if not overrides:
+        return config
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(ModelConfig)})
+    if unknown:
+        raise T5LabError(f"from_name({name!r}): unknown model config field '{unknown[0]}'")
+    return config.replace(**overrides)
 
 
 def registered_names() -> list[str]:

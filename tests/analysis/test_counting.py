@@ -24,6 +24,8 @@ from t5lab.analysis.counting import (
 )
 from t5lab.config import ModelConfig
 from t5lab.errors import T5LabError
+from t5lab.interop.hf_config import to_hf
+from t5lab.shapes import from_name
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -35,7 +37,7 @@ def hf_model(config: ModelConfig) -> torch.nn.Module | None:
     cannot express it (shared heads, tied key/value)."""
     if config.num_kv_heads is not None or config.tie_key_value:
         return None
-    data = config.to_hf()
+    data = to_hf(config)
     if config.is_moe:
         model = transformers.SwitchTransformersForConditionalGeneration(
             transformers.SwitchTransformersConfig(**data))
@@ -75,7 +77,7 @@ def switch_base(num_experts: int) -> ModelConfig:
 
 @pytest.mark.parametrize("name,expected", PUBLISHED.items())
 def test_published_parameter_counts(name: str, expected: int) -> None:
-    assert count_parameters(ModelConfig.from_name(name)).total == expected
+    assert count_parameters(from_name(name)).total == expected
 
 
 @pytest.mark.parametrize("num_experts,expected", [(8, 619_339_008), (16, 1_072_397_568)])
@@ -98,7 +100,7 @@ NAMES = [
 
 @pytest.mark.parametrize("name", NAMES)
 def test_parameters_match_transformers_model(name: str) -> None:
-    config = ModelConfig.from_name(name)
+    config = from_name(name)
     with torch.device("meta"):
         model = hf_model(config)
     assert count_parameters(config).total == sum(p.numel() for p in model.parameters())
@@ -118,7 +120,7 @@ T5LAB_ONLY = ["t5-efficient-base-sh", "t5-efficient-base-skv", "t5-efficient-sma
 
 @pytest.mark.parametrize("name", NAMES[:8] + T5LAB_ONLY)
 def test_parameters_match_t5lab_model(name: str) -> None:
-    config = ModelConfig.from_name(name)
+    config = from_name(name)
     model = t5lab_model(config)
     assert count_parameters(config).total == model.num_parameters()
 
@@ -134,11 +136,11 @@ def test_weight_shapes_match_built_model(tiny_config: ModelConfig) -> None:
 
 
 def test_kv_variants_shrink_key_value_projections() -> None:
-    base = ModelConfig.from_name("t5-efficient-base")
+    base = from_name("t5-efficient-base")
     per_projection = 768 * 768
     attention_layers = 12 + 2 * 12  # encoder self, decoder self + cross
-    shared_heads = ModelConfig.from_name("t5-efficient-base-sh")
-    tied_kv = ModelConfig.from_name("t5-efficient-base-skv")
+    shared_heads = from_name("t5-efficient-base-sh")
+    tied_kv = from_name("t5-efficient-base-skv")
     assert count_parameters(base).total - count_parameters(shared_heads).total == (
         attention_layers * 2 * (per_projection - 768 * 64))
     assert count_parameters(base).total - count_parameters(tied_kv).total == attention_layers * per_projection
@@ -166,7 +168,7 @@ FLOP_NAMES = [
 @pytest.mark.parametrize("name", FLOP_NAMES)
 def test_forward_flops_match_flop_counter(name: str) -> None:
     """Dense shapes as named, on the meta device (shapes only, no arithmetic): exact agreement expected."""
-    config = ModelConfig.from_name(name)
+    config = from_name(name)
     model = t5lab_model(config)
     batch, input_length, target_length = 2, 37, 11
     measured = count_flops(model, batch, input_length, target_length, "meta")
@@ -195,7 +197,7 @@ def routed_model(config: ModelConfig) -> torch.nn.Module:
 
 @pytest.mark.parametrize("name", ["t5-efficient-tiny-moe8", "t5-efficient-mini-nl2-moe8"])
 def test_moe_shape_forward_flops_match_flop_counter(name: str) -> None:
-    config = ModelConfig.from_name(name)
+    config = from_name(name)
     batch, input_length, target_length = 2, 37, 11
     measured = count_flops(routed_model(config), batch, input_length, target_length, "cpu")
     expected = batch * forward_flops(config, input_length, target_length).total
@@ -237,11 +239,11 @@ def test_memory_by_dtype_and_optimizer(tiny_config: ModelConfig) -> None:
 
 
 def test_kv_cache_bytes() -> None:
-    base = ModelConfig.from_name("t5-efficient-base")
+    base = from_name("t5-efficient-base")
     cache = kv_cache_bytes(base, "bf16")
     assert cache.self_per_token == 12 * 2 * 12 * 64 * 2 == cache.cross_per_input_token
-    assert kv_cache_bytes(ModelConfig.from_name("t5-efficient-base-sh"), "bf16").self_per_token == 12 * 2 * 64 * 2
-    assert kv_cache_bytes(ModelConfig.from_name("t5-efficient-base-skv"), "bf16").self_per_token == 12 * 12 * 64 * 2
+    assert kv_cache_bytes(from_name("t5-efficient-base-sh"), "bf16").self_per_token == 12 * 2 * 64 * 2
+    assert kv_cache_bytes(from_name("t5-efficient-base-skv"), "bf16").self_per_token == 12 * 12 * 64 * 2
 
 
 def test_lengths_must_be_positive(tiny_config: ModelConfig) -> None:

@@ -11,6 +11,7 @@ import torch
 
 from t5lab import ModelConfig, T5LabError, load_model, load_pretrained
 from t5lab.interop import hf
+from t5lab.interop.hf_config import to_hf
 from t5lab.model import build_model
 
 transformers = pytest.importorskip("transformers")
@@ -44,7 +45,7 @@ def _batch(config, B=3, S=9, T=7):
 
 def _hf_model(config, seed=0):
     torch.manual_seed(seed)
-    return transformers.T5ForConditionalGeneration(transformers.T5Config(**config.to_hf())).eval()
+    return transformers.T5ForConditionalGeneration(transformers.T5Config(**to_hf(config))).eval()
 
 
 def _assert_same_outputs(ours, theirs, config):
@@ -132,7 +133,7 @@ def test_transformers_4_style_folder(tmp_path, tiny_config, tie):
     state["decoder.embed_tokens.weight"] = state["shared.weight"].clone()
     state["decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight"] = torch.zeros(8, 3)
     torch.save(state, tmp_path / "pytorch_model.bin")
-    hf_config = config.to_hf()
+    hf_config = to_hf(config)
     assert "scale_decoder_outputs" not in hf_config and hf_config["tie_word_embeddings"] is tie
     (tmp_path / "config.json").write_text(json.dumps(hf_config))
     loaded = load_pretrained(tmp_path)
@@ -244,7 +245,7 @@ def test_malformed_config(saved):
     (saved / "config.json").write_text('{"d_model": 24,')
     with pytest.raises(T5LabError, match="config.json: not valid JSON"):
         load_pretrained(saved)
-    data = ModelConfig().to_hf() | {"feed_forward_proj": "gated-swish"}
+    data = to_hf(ModelConfig()) | {"feed_forward_proj": "gated-swish"}
     (saved / "config.json").write_text(json.dumps(data))
     with pytest.raises(T5LabError, match="config.json: field 'feed_forward_proj'='gated-swish'"):
         load_pretrained(saved)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from t5lab.interop.hf import load_pretrained, save_pretrained
+from t5lab.interop.hf_config import to_hf
 from t5lab.model import KVCache, build_model
 
 transformers = pytest.importorskip("transformers")
@@ -49,7 +50,7 @@ def test_transformers_loads_what_we_write(switch_config, tmp_path):
 
 def test_we_load_what_transformers_writes(switch_config, tmp_path):
     hf_config = transformers.SwitchTransformersConfig(
-        **{k: v for k, v in switch_config.to_hf().items() if not k.startswith("t5lab_")}
+        **{k: v for k, v in to_hf(switch_config).items() if not k.startswith("t5lab_")}
     )
     torch.manual_seed(0)
     theirs = transformers.SwitchTransformersForConditionalGeneration(hf_config).eval()

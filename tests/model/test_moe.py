@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from t5lab.config import ModelConfig
+from t5lab.interop.hf_config import to_hf
 from t5lab.model import build_model
 from t5lab.model.moe import (
     SwitchFeedForward,
@@ -18,6 +19,7 @@ from t5lab.model.moe import (
     reference_dispatch,
     router_z_loss,
 )
+from t5lab.shapes import from_name
 
 
 @pytest.fixture
@@ -85,7 +87,7 @@ def test_dropped_tokens_match_installed_transformers(moe_config):
     config = moe_config.replace(dropped_tokens="skip")
     ours = _layer(config).eval()
     hf_config = transformers.SwitchTransformersConfig(
-        **{k: v for k, v in config.to_hf().items() if not k.startswith("t5lab_")}
+        **{k: v for k, v in to_hf(config).items() if not k.startswith("t5lab_")}
     )
     theirs = SwitchTransformersSparseMLP(hf_config).eval()
     with torch.no_grad():
@@ -214,7 +216,7 @@ def test_init_scale_and_fan_in(moe_config):
 
 @pytest.mark.parametrize(("name", "total"), [("switch-base-8", 619_339_008), ("switch-base-16", 1_072_397_568)])
 def test_parameter_counts_of_published_models(name, total):
-    model = build_model(ModelConfig.from_name(name), device="meta")
+    model = build_model(from_name(name), device="meta")
     assert model.num_parameters() == total
     # One token uses the dense model plus one expert and the router of each of the 12 sparse layers.
     assert model.num_active_parameters() == 222_903_552 + 12 * 768 * int(name.split("-")[-1])
@@ -222,9 +224,9 @@ def test_parameter_counts_of_published_models(name, total):
 
 def test_parameter_count_equals_transformers(tiny_config):
     transformers = pytest.importorskip("transformers")
-    config = ModelConfig.from_name("t5-efficient-tiny-moe8")
+    config = from_name("t5-efficient-tiny-moe8")
     with torch.device("meta"):
         hf = transformers.SwitchTransformersForConditionalGeneration(
-            transformers.SwitchTransformersConfig(**{k: v for k, v in config.to_hf().items() if not k.startswith("t5lab_")})
+            transformers.SwitchTransformersConfig(**{k: v for k, v in to_hf(config).items() if not k.startswith("t5lab_")})
         )
     assert build_model(config, device="meta").num_parameters() == hf.num_parameters()

@@ -164,9 +164,9 @@ def test_seeded_init_is_reproducible(tiny_config):
 
 
 def test_meta_device_build_has_published_parameter_count():
-    from t5lab.config import ModelConfig
+    from t5lab.shapes import from_name
 
-    model = build_model(ModelConfig.from_name("t5-efficient-tiny"), device="meta")
+    model = build_model(from_name("t5-efficient-tiny"), device="meta")
     assert model.num_parameters() == 15_570_688
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from t5lab.cli import main
-from t5lab.config import ModelConfig
 from t5lab.errors import T5LabError
 from t5lab.recipes.scale_study import steps_for_budget
+from t5lab.shapes import from_name
 
 SHAPES = ["t5-efficient-tiny-nl1-ff48-dm32-kv8-nh2", "t5-efficient-tiny-el2-dl1-ff48-dm32-kv8-nh2"]
 
@@ -64,7 +64,7 @@ def test_two_shape_study(corpus: tuple[Path, Path], tmp_path: Path, capsys: pyte
 
 
 def test_steps_for_each_budget() -> None:
-    config = ModelConfig.from_name("t5-efficient-tiny")
+    config = from_name("t5-efficient-tiny")
     from t5lab.analysis.counting import training_flops
 
     per_step = 16 * training_flops(config, 64, 16)

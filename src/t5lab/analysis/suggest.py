@@ -22,9 +22,8 @@ from typing import Literal
 
 from t5lab.analysis.counting import count_parameters, forward_flops
 from t5lab.analysis.pareto import Point, frontier
-from t5lab.config import ModelConfig
 from t5lab.errors import T5LabError
-from t5lab.shapes import T5_EFFICIENT
+from t5lab.shapes import T5_EFFICIENT, from_name
 
 Kind = Literal["params", "flops", "tokens_per_s"]
 DEPTHS = (8, 12, 16, 24, 32, 36)  # nl steps tried beyond a size's own depth; 32-36 is where gains level off
@@ -94,7 +93,7 @@ def candidates(input_length: int, target_length: int, vocab_size: int | None) ->
     for width, (size, row) in enumerate(T5_EFFICIENT.items()):
         for depth in (row.encoder_layers, *(d for d in DEPTHS if d > row.encoder_layers)):
             name = f"t5-efficient-{size}" + (f"-nl{depth}" if depth != row.encoder_layers else "")
-            config = ModelConfig.from_name(name)
+            config = from_name(name)
             if vocab_size is not None:
                 config = config.replace(vocab_size=vocab_size)
             result.append(Candidate(name, width, depth, count_parameters(config).total,

@@ -1,5 +1,15 @@
-"""Reading and writing other frameworks' checkpoints (Hugging Face transformers: `t5lab.interop.hf`)."""
+"""Reading and writing other frameworks' checkpoints: Hugging Face weights (`t5lab.interop.hf`) and
+`config.json` (`t5lab.interop.hf_config`, torch-free). The torch-backed names load on first use."""
 
-from t5lab.interop.hf import load_model, load_pretrained, save_pretrained
+from importlib import import_module
+from typing import Any
 
-__all__ = ["load_model", "load_pretrained", "save_pretrained"]
+_LAZY = {"load_model": "t5lab.interop.hf", "load_pretrained": "t5lab.interop.hf", "save_pretrained": "t5lab.interop.hf"}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 't5lab.interop' has no attribute {name!r}")

@@ -50,7 +50,9 @@ from safetensors.torch import load_file, save_file
 
 from t5lab.config import ModelConfig
 from t5lab.errors import T5LabError
+from t5lab.interop.hf_config import from_hf, to_hf
 from t5lab.model import T5, build_model
+from t5lab.shapes import from_name
 
 # t5lab name → transformers name. `{}` is the block index. The feed-forward and norms sit at sublayer 1 in the
 # encoder and 2 in the decoder (the decoder's sublayer 1 is cross-attention). Switch models rename the
@@ -226,7 +228,7 @@ def save_pretrained(model: T5, path: str | Path, tokenizer: Any = None) -> Path:
         raise T5LabError(f"{path}: exists and is not a folder (expected a checkpoint folder to write)")
     config = model.config
     tensors = to_hf_state_dict(model)
-    hf_config = config.to_hf()
+    hf_config = to_hf(config)
     if config.name != "custom":
         hf_config["_name_or_path"] = config.name  # from_hf reads the shape's name back from here
     generation = {
@@ -295,7 +297,7 @@ def load_pretrained(
     folder = Path(path)
     if not folder.is_dir():
         raise T5LabError(f"{folder}: no such folder (expected a Hugging Face checkpoint folder)")
-    config = ModelConfig.from_hf(folder)  # decides the rescale, hence tying (see the module docstring)
+    config = from_hf(folder)  # decides the rescale, hence tying (see the module docstring)
     tensors, origin, weights_file = _read_weights(folder)
     for name in IGNORED_HF_KEYS:
         tensors.pop(name, None)
@@ -437,7 +439,7 @@ def load_model(
             "'t5-efficient-tiny' gives a randomly initialised model)"
         )
     try:
-        config = ModelConfig.from_name(text)
+        config = from_name(text)
     except T5LabError as e:
         raise T5LabError(f"'{text}' is neither an existing folder nor a known shape name: {e}") from None
     return build_model(config, seed=seed, device=device, dtype=dtype, attention=attention).eval()

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from t5lab.config import ModelConfig
 from t5lab.errors import T5LabError
 from t5lab.recipes.results import append_row
+from t5lab.shapes import from_name
 
 
 def bench(
@@ -51,7 +51,7 @@ def bench(
     if not names:
         raise T5LabError("bench: give at least one shape name")
     use_threads(threads)
-    configs = [ModelConfig.from_name(n) for n in names]  # every name checked before the first measurement
+    configs = [from_name(n) for n in names]  # every name checked before the first measurement
     if vocab_size is not None:
         configs = [c.replace(vocab_size=vocab_size) for c in configs]
     for config in configs:

@@ -165,7 +165,7 @@ def finetune(
         evaluator=evaluator,
         monitor=monitor,
         resume=resume,
-        meta={"task": [t.name for t in tasks], "model": str(model), "model_config": net.config.to_hf()},
+        meta={"task": [t.name for t in tasks], "model": str(model), "model_config": net.config.to_dict()},
     )
     curve = plot_learning_curve(out_dir / "metrics.jsonl", out_dir / "learning_curve.png", monitor.metric)
     summary = {

@@ -10,13 +10,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-from t5lab.config import ModelConfig
 from t5lab.data.builtin_corpus import BUILTIN
 from t5lab.data.pretraining import PretrainingStream
 from t5lab.errors import T5LabError
 from t5lab.model import T5, build_model
 from t5lab.recipes.recipe_files import PretrainRecipe, find_recipe, parse_recipe
 from t5lab.recipes.span_sample import held_out_text, span_fill_sample
+from t5lab.shapes import from_name
 from t5lab.train.checkpoint import latest_checkpoint
 from t5lab.train.loop import TrainResult, train
 from t5lab.train.metrics import read_metrics
@@ -104,7 +104,7 @@ def pretrain(
         net, plan.train, train_stream, out_dir,
         eval_batches=(lambda: PretrainingStream(plan.data, tok, split="eval")) if held_out else None,
         resume=resume,
-        meta={"model": net.config.to_hf(), "recipe": plan.to_dict()},
+        meta={"model_config": net.config.to_dict(), "recipe": plan.to_dict()},
     )
     final = out_dir / "final"
     net.save_pretrained(final, tokenizer=tok)
@@ -171,7 +171,7 @@ def _build_model(recipe: PretrainRecipe, tokenizer_vocab: int) -> T5:
             net.load_state_dict(state)
     else:
         try:
-            config = ModelConfig.from_name(recipe.model)
+            config = from_name(recipe.model)
         except T5LabError as e:
             raise T5LabError(f"model '{recipe.model}' is neither a checkpoint folder nor a known shape: {e}") from None
         # Random init: the embedding is sized to the tokenizer, rounded up to a multiple of 128 as T5's

@@ -31,6 +31,7 @@ from t5lab.errors import T5LabError
 from t5lab.recipes import pareto as pareto_recipe
 from t5lab.recipes.bench import use_threads
 from t5lab.recipes.results import append_row, iter_rows
+from t5lab.shapes import from_name
 from t5lab.train.config import TrainConfig
 
 Budget = Literal["tokens", "flops", "minutes"]
@@ -142,7 +143,7 @@ def scale_study(
     dtype = autocast_dtype(train.precision, device) or torch.float32
     dtype_name = str(dtype).removeprefix("torch.")
     done = _done_rows(results, budget, amount, dtype_name)
-    named = [ModelConfig.from_name(name) for name in shapes]  # every name checked before any work
+    named = [from_name(name) for name in shapes]  # every name checked before any work
     tok = _tokenizer(tokenizer, vocab_pieces)
     configs = [c.replace(vocab_size=tok.vocab_size, dropout=dropout, expert_dropout=dropout) for c in named]
     data_config = DataConfig(sources=tuple(data) if data else DataConfig().sources, inputs_length=inputs_length,

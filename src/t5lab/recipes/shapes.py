@@ -16,7 +16,7 @@ from t5lab.analysis.counting import (
 )
 from t5lab.config import ModelConfig
 from t5lab.errors import T5LabError
-from t5lab.shapes import registered_names
+from t5lab.shapes import from_name, registered_names
 
 COLUMNS = ("name", "layers", "d_model", "d_ff", "heads", "d_kv", "params", "active_params", "embedding_params",
            "encoder_params", "decoder_params", "expert_params", "forward_flops", "train_flops",
@@ -109,5 +109,5 @@ def shapes(
         raise T5LabError("shapes: give at least one shape name, or --all")
     if input_length < 1 or target_length < 1:
         raise T5LabError(f"--input_length={input_length}, --target_length={target_length}: expected >= 1")
-    rows = [shape_row(ModelConfig.from_name(n), input_length, target_length, dtype, optimizer) for n in chosen]
+    rows = [shape_row(from_name(n), input_length, target_length, dtype, optimizer) for n in chosen]
     print(format_rows(rows, format))
