@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from t5lab.cli import _commands, _shell_style, main
+from t5lab.cli import COMMANDS, _shell_style, command, main
 
 
 def test_bare_words_flags_and_hyphens() -> None:
-    commands = _commands()
+    commands = {name: command(name) for name in COMMANDS}
     assert _shell_style(["shapes", "a", "b", "--all", "--input-length", "64"], commands) == [
         "shapes", "--all", "true", "--input_length", "64", "--names+", "a", "--names+", "b"]
     assert _shell_style(["shapes", "--all", "false", "--format=json"], commands) == [
@@ -19,7 +19,7 @@ def test_bare_words_flags_and_hyphens() -> None:
 
 
 def test_required_parameters_as_options() -> None:
-    commands = _commands()
+    commands = {name: command(name) for name in COMMANDS}
     assert _shell_style(["finetune", "--task", "glue/rte", "--model=m", "--steps", "3"], commands) == [
         "finetune", "glue/rte", "m", "--steps", "3"]
     assert _shell_style(["evaluate", "--model", "m", "squad", "--limit", "5"], commands) == [
@@ -29,7 +29,7 @@ def test_required_parameters_as_options() -> None:
 
 
 def test_list_option_takes_several_words() -> None:
-    commands = _commands()
+    commands = {name: command(name) for name in COMMANDS}
     assert _shell_style(["scale-study", "--shapes", "a", "b", "--amount", "5"], commands) == [
         "scale-study", "--shapes", '["a", "b"]', "--amount", "5"]
     assert _shell_style(["scale-study", "--shapes", '["a"]'], commands) == ["scale-study", "--shapes", '["a"]']
@@ -38,7 +38,7 @@ def test_list_option_takes_several_words() -> None:
 
 
 def test_generate_takes_bare_texts() -> None:
-    commands = _commands()
+    commands = {name: command(name) for name in COMMANDS}
     assert _shell_style(["generate", "--model", "m", "The <extra_id_0> park", "A <extra_id_0>"], commands) == [
         "generate", "--model", "m", "--texts+", "The <extra_id_0> park", "--texts+", "A <extra_id_0>"]
 

@@ -1,44 +1,62 @@
 """`t5lab` command line: one subcommand per recipe, generated from the recipe functions' typed signatures.
 
 jsonargparse turns each function's signature and docstring into `--help`, `--config FILE` (YAML) and
-`--field value` overrides. A `T5LabError` (a user mistake) prints as one line and exits with status 1.
+`--field value` overrides. A `T5LabError` (a user mistake) and an argument of the wrong type print as one
+line and exit with status 1 and 2. Only the chosen command's recipe module is imported, and recipe modules
+import torch inside their functions, so `--help` never loads torch (the command list reads the recipes'
+docstrings from source).
 """
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import inspect
 import json
+import re
 import sys
 from collections.abc import Callable
+from importlib import import_module
+from typing import Any
 
 from t5lab.errors import T5LabError
 
+# command → the recipe function that runs it ("module:function").
+COMMANDS = {
+    "pretrain": "t5lab.recipes.pretrain:pretrain",
+    "generate": "t5lab.recipes.generate:generate",
+    "finetune": "t5lab.recipes.finetune:finetune",
+    "evaluate": "t5lab.recipes.evaluate:evaluate",
+    "bench": "t5lab.recipes.bench:bench",
+    "pareto": "t5lab.recipes.pareto:pareto",
+    "scale-study": "t5lab.recipes.scale_study:scale_study",
+    "shapes": "t5lab.recipes.shapes:shapes",
+    "suggest": "t5lab.recipes.suggest:suggest",
+}
 
-def _commands() -> dict[str, Callable]:
-    # Imported here so that `t5lab --help` and an early argument error stay fast.
-    from t5lab.recipes import (
-        bench,
-        evaluate,
-        finetune,
-        generate,
-        pareto,
-        pretrain,
-        scale_study,
-        shapes,
-        suggest,
-    )
 
-    return {
-        "pretrain": pretrain.pretrain,
-        "generate": generate.generate,
-        "finetune": finetune.finetune,
-        "evaluate": evaluate.evaluate,
-        "bench": bench.bench,
-        "pareto": pareto.pareto,
-        "scale-study": scale_study.scale_study,
-        "shapes": shapes.shapes,
-        "suggest": suggest.suggest,
-    }
+def command(name: str) -> Callable[..., Any]:
+    module, function = COMMANDS[name].split(":")
+    return getattr(import_module(module), function)
+
+
+def _summary(name: str) -> str:
+    """The first line of a command's docstring, read from the recipe's source without importing it."""
+    module, function = COMMANDS[name].split(":")
+    spec = importlib.util.find_spec(module)
+    source = spec.loader.get_source(module) if spec and spec.loader else None  # type: ignore[attr-defined]
+    for node in ast.parse(source or "").body:
+        if isinstance(node, ast.FunctionDef) and node.name == function:
+            return (ast.get_docstring(node) or "").split("\n")[0]
+    return ""
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: t5lab COMMAND [--help] [--config FILE.yaml] [--flag value ...]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {_summary(name)}" for name in COMMANDS]
+    lines += ["", "`t5lab COMMAND --help` lists a command's flags."]
+    return "\n".join(lines)
 
 
 def _shell_style(argv: list[str], commands: dict[str, Callable]) -> list[str]:
@@ -105,13 +123,49 @@ def _shell_style(argv: list[str], commands: dict[str, Callable]) -> list[str]:
     return out + [item for word in bare for item in (f"--{words}+", word)]
 
 
-def main(argv: list[str] | None = None) -> int:
-    from jsonargparse import CLI
+def _argument_error(message: str) -> str:
+    """jsonargparse's report of a value that fits no accepted type (a multi-line union dump), as one line
+    naming the flag, the value and the types it accepts."""
+    key = re.search(r'Parser key "([^"]+)"', message)
+    value = re.search(r"Given value: (.*)", message)
+    if not key:
+        return message.strip().splitlines()[0]
+    accepted = [t for t in re.findall(r"<class '([\w.]+)'>", message.split("Errors:")[0]) if t != "NoneType"]
+    expected = {"float": "a number", "int": "a whole number", "bool": "true or false", "str": "text"}
+    wanted = " or ".join(dict.fromkeys(expected.get(t, t) for t in accepted)) or "a valid value"
+    given = f" {value.group(1).strip()!r}" if value else ""
+    return f"--{key.group(1).replace('_', '-')}{given}: expected {wanted}"
 
-    commands = _commands()
+
+def _formatter() -> type:
+    """jsonargparse's help formatter showing flags as `--batch-size`, the one spelling the docs use (the
+    parser takes both)."""
+    from jsonargparse import DefaultHelpFormatter
+
+    class DashedFlags(DefaultHelpFormatter):
+        def format_help(self) -> str:
+            return re.sub(r"--\w+", lambda m: m.group(0).replace("_", "-"), super().format_help())
+
+    return DashedFlags
+
+
+def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    if args[0] not in COMMANDS:
+        print(f"t5lab: error: unknown command {args[0]!r} (expected one of {', '.join(COMMANDS)})", file=sys.stderr)
+        return 2
+    from jsonargparse import CLI, ArgumentError
+
+    commands = {args[0]: command(args[0])}
     try:
-        CLI(commands, args=_shell_style(args, commands), as_positional=True, prog="t5lab")
+        CLI(commands, args=_shell_style(args, commands), as_positional=True, prog="t5lab", exit_on_error=False,
+            formatter_class=_formatter())
+    except ArgumentError as e:
+        print(f"t5lab {args[0]}: error: {_argument_error(str(e))}", file=sys.stderr)
+        return 2
     except T5LabError as e:
         print(f"t5lab: error: {e}", file=sys.stderr)
         return 1

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from t5lab.errors import T5LabError
 from t5lab.files import write_atomic
-from t5lab.recipes.finetune import write_predictions
+from t5lab.recipes.run_outputs import write_predictions
 
 
 def evaluate(

@@ -13,23 +13,16 @@ average of their primary metrics (as T5 averages GLUE).
 
 from __future__ import annotations
 
-import json
 import math
 import sys
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from t5lab.errors import T5LabError
-from t5lab.files import write_atomic, write_figure
 from t5lab.train.config import TrainConfig
-
-if TYPE_CHECKING:
-    from t5lab.predict import TaskResult
 
 # T5's fine-tuning recipe uses Adafactor at a constant 1e-3; AdamW wants a smaller step.
 DEFAULT_LR = {"adafactor": 1e-3, "adamw": 3e-4, "adamwscale": 3e-4}
-AVERAGE = "average"
 
 
 def finetune(
@@ -106,7 +99,8 @@ def finetune(
     """
     # Imported here, not at the top, so that the CLI's other commands do not pay for torch.
     from t5lab.data.seq2seq import FinetuneStream, encode_examples, eval_batches
-    from t5lab.predict import evaluate_task
+    from t5lab.predict import TaskResult, evaluate_task
+    from t5lab.recipes.run_outputs import AVERAGE, export_best, flatten, plot_learning_curve
     from t5lab.recipes.sources import load_split, resolve_data_dir, resolve_model, resolve_tasks, with_dropout
     from t5lab.train.loop import Monitor, train
 
@@ -178,104 +172,6 @@ def finetune(
         "best_model": str(out_dir / "best"),
         "learning_curve": str(curve),
     }
-    if progress:
-        print(f"best {monitor.metric} {result.best.get(monitor.metric, float('nan')):.2f} at step "
-              f"{result.best_step}; model in {out_dir / 'best'}", file=sys.stderr)
+    print(f"best {monitor.metric} {result.best.get(monitor.metric, float('nan')):.2f} at step "
+          f"{result.best_step} of {result.step}; model in {out_dir / 'best'}", file=sys.stderr)
     return summary
-
-
-def flatten(results: Sequence[TaskResult], prefixed: bool) -> dict[str, float]:
-    """One eval row: the metrics (prefixed by task with several tasks, plus their primary average)."""
-    if not prefixed:
-        return dict(results[0].metrics)
-    row = {f"{r.task}/{k}": v for r in results for k, v in r.metrics.items()}
-    row[AVERAGE] = sum(r.primary for r in results) / len(results)
-    return row
-
-
-def write_predictions(path: Path, result: TaskResult) -> None:
-    """One JSON object per example: id, input, prediction, target, references (written atomically)."""
-    lines = []
-    for e, p in zip(result.encoded.examples, result.predictions, strict=True):
-        row = {"task": result.task, "id": e.id, "input": e.input, "prediction": p, "target": e.target}
-        if e.references:
-            row["references"] = list(e.references)
-        lines.append(json.dumps(row, ensure_ascii=False) + "\n")
-    write_atomic(path, "".join(lines).encode())
-
-
-def export_best(model, tokenizer, folder: Path, results: Sequence[TaskResult], *, step: int, base: str,
-                row: dict[str, float], settings: dict[str, Any]) -> None:
-    """The HF-format model, its card, scores and predictions in `folder`."""
-    from t5lab.interop.hf import save_pretrained
-
-    save_pretrained(model, folder, tokenizer=tokenizer)
-    for i, r in enumerate(results):
-        write_predictions(folder / ("predictions.jsonl" if len(results) == 1 else f"predictions-{i}.jsonl"), r)
-    scores = {"step": step, **{k: v for k, v in row.items() if k != "eval_tokens"}}
-    (folder / "eval_results.json").write_text(json.dumps(scores, indent=2) + "\n")
-    (folder / "README.md").write_text(model_card(results, step=step, base=base, settings=settings))
-
-
-def model_card(results: Sequence[TaskResult], *, step: int, base: str, settings: dict[str, Any]) -> str:
-    names = ", ".join(r.task for r in results)
-    lines = [
-        "---",
-        "library_name: t5lab",
-        "pipeline_tag: text2text-generation",
-        "tags: [t5, t5lab]",
-        "---",
-        "",
-        f"# {Path(base).name} fine-tuned on {names}",
-        "",
-        f"Fine-tuned from `{base}` with `t5lab finetune`; this is the checkpoint of step {step}, the best by "
-        + (f"the task's primary metric ({results[0].primary_metric})." if len(results) == 1
-           else "the average of the tasks' primary metrics."),
-        "",
-        "## Validation results",
-        "",
-        "| task | examples | metric | score |",
-        "|---|---:|---|---:|",
-    ]
-    for r in results:
-        for k, v in r.metrics.items():
-            lines.append(f"| {r.task} | {len(r.encoded)} | {k}{' (primary)' if k == r.primary_metric else ''} "
-                         f"| {v:.2f} |")
-    lines += ["", "Scores are percentages, computed by t5lab's port of each benchmark's official metric on "
-              "greedy (or beam) generations.", "", "## Training settings", ""]
-    keys = ("steps", "batch_size", "optimizer", "lr", "schedule", "warmup", "weight_decay", "dropout", "seed",
-            "max_input_length", "max_target_length", "num_beams")
-    lines += [f"- {k}: {settings[k]}" for k in keys if k in settings]
-    return "\n".join(lines) + "\n"
-
-
-def plot_learning_curve(metrics: Path, path: Path, metric: str) -> Path:
-    """Training loss (left axis) and the validation metric (right axis) against step, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from t5lab.train.metrics import read_metrics
-
-    rows = read_metrics(metrics)
-    train_rows = [(r["step"], r["loss"]) for r in rows if "loss" in r]
-    eval_rows = [(r["step"], r[metric]) for r in rows if r.get("split") == "eval" and metric in r]
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    if train_rows:
-        ax.plot(*zip(*train_rows, strict=True), label="training loss", linewidth=1, color="tab:blue")
-    ax.set_xlabel("step")
-    ax.set_ylabel("cross-entropy loss")
-    ax.grid(alpha=0.3)
-    right = ax.twinx()
-    if eval_rows:
-        right.plot(*zip(*eval_rows, strict=True), "o-", color="tab:orange", markersize=4,
-                   label=f"validation {metric}")
-    right.set_ylabel(f"validation {metric} (%)")
-    handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
-    if handles:
-        ax.legend(handles=handles, loc="center right")
-    fig.tight_layout()
-    write_figure(fig, path)
-    plt.close(fig)
-    return path

@@ -11,17 +11,11 @@ from __future__ import annotations
 
 import re
 import sys
-from pathlib import Path
-
-import torch
 
 from t5lab.data.tokenizer import Tokenizer
 from t5lab.errors import T5LabError
-from t5lab.generate import generate as generate_ids
-from t5lab.generate import quantize_int8
-from t5lab.interop.hf import load_model
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_DTYPES = ("float32", "bfloat16", "float16")
 _SENTINEL = re.compile(r"<extra_id_(\d+)>")
 
 
@@ -52,25 +46,32 @@ def generate(
         top_k: sample among the k most probable tokens (0: all).
         top_p: sample among the most probable tokens holding this much probability (1.0: all).
         seed: random seed for sampling (and for a random-weight model).
-        device: "cpu", "cuda", or "auto" (cuda when available).
+        device: "cpu", "cuda", "cuda:N", or "auto" (cuda when available).
         dtype: "float32", "bfloat16", "float16", or "auto" (bfloat16 on a GPU that has it, else float32).
             T5 overflows in float16; prefer bfloat16.
         quantize: int8 dynamic quantisation of the linear layers (CPU only).
         tokenizer: a spiece.model file or a folder holding one (default: the model folder's).
     """
+    import torch
+
+    from t5lab.generate import generate as generate_ids
+    from t5lab.generate import quantize_int8
+    from t5lab.interop.hf import load_model
+    from t5lab.recipes.sources import model_tokenizer
+    from t5lab.train.loop import resolve_device
+
     if model is None:
         raise T5LabError("generate: give --model (a checkpoint folder or a shape name such as t5-efficient-tiny)")
     texts = list(texts or []) or _stdin_lines()
     if not texts:
         raise T5LabError("generate: no input text (give texts as arguments or one per line on standard input)")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch_dtype = _pick_dtype(dtype, device)
+    device = str(resolve_device(device, "--device"))
+    torch_dtype = getattr(torch, _pick_dtype(dtype, device))
     if quantize and (device != "cpu" or torch_dtype != torch.float32):
         raise T5LabError("generate: --quantize is for float32 models on the CPU (int8 dynamic quantisation)")
 
     net = load_model(model, seed=seed, device=device, dtype=torch_dtype)  # first: it names a missing folder
-    tok = _load_tokenizer(model, tokenizer)
+    tok = model_tokenizer(model, tokenizer)
     if tok.vocab_size > net.config.vocab_size:
         raise T5LabError(
             f"tokenizer has {tok.vocab_size} ids but model '{model}' only {net.config.vocab_size} embeddings"
@@ -123,23 +124,13 @@ def _stdin_lines() -> list[str]:
     return [line.strip() for line in sys.stdin if line.strip()]
 
 
-def _pick_dtype(dtype: str, device: str) -> torch.dtype:
+def _pick_dtype(dtype: str, device: str) -> str:
+    """The torch dtype's name: `dtype`, or for "auto" bfloat16 on a GPU that computes it, else float32."""
     if dtype == "auto":
+        import torch
+
         on_gpu = device.startswith("cuda")
-        return torch.bfloat16 if on_gpu and torch.cuda.is_bf16_supported() else torch.float32
+        return "bfloat16" if on_gpu and torch.cuda.is_bf16_supported() else "float32"
     if dtype not in _DTYPES:
         raise T5LabError(f"generate: --dtype {dtype!r}: expected auto, {', '.join(_DTYPES)}")
-    return _DTYPES[dtype]
-
-
-def _load_tokenizer(model: str, tokenizer: str | None) -> Tokenizer:
-    if tokenizer is not None:
-        return Tokenizer.from_file(tokenizer)
-    folder = Path(model)
-    if folder.is_dir():
-        if not (folder / "spiece.model").is_file():
-            raise T5LabError(f"{folder}: no spiece.model in the model folder (pass --tokenizer PATH)")
-        return Tokenizer.from_file(folder)
-    raise T5LabError(
-        f"generate: '{model}' is a randomly initialised shape without a tokenizer (pass --tokenizer path/to/spiece.model)"
-    )
+    return dtype

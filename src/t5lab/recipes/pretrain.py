@@ -8,20 +8,9 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
-from t5lab.data.builtin_corpus import BUILTIN
-from t5lab.data.pretraining import PretrainingStream
 from t5lab.errors import T5LabError
-from t5lab.model import T5, build_model
-from t5lab.recipes.recipe_files import PretrainRecipe, find_recipe, parse_recipe
-from t5lab.recipes.span_sample import held_out_text, span_fill_sample
-from t5lab.shapes import from_name
-from t5lab.train.checkpoint import latest_checkpoint
-from t5lab.train.loop import TrainResult, train
-from t5lab.train.metrics import read_metrics
 
-DEFAULT_RECIPE = "quickstart-cpu"
 RESOLVED = "recipe.yaml"
 
 
@@ -84,8 +73,16 @@ def pretrain(
         resume: continue the run in OUT from its latest checkpoint.
         progress: show progress (a bar on a terminal, a line per tenth of the run otherwise).
     """
+    from t5lab.data.pretraining import PretrainingStream
+    from t5lab.recipes.recipe_files import resolve_recipe
+    from t5lab.recipes.run_outputs import write_pretraining_card
+    from t5lab.recipes.sources import pretraining_model, pretraining_tokenizer
+    from t5lab.recipes.span_sample import held_out_text, span_fill_sample
+    from t5lab.train.loop import train
+    from t5lab.train.metrics import read_metrics
+
     out_dir = Path(out)
-    plan = _resolve(recipe, out_dir, resume, dict(
+    plan = resolve_recipe(recipe, out_dir / RESOLVED, resume, dict(
         model=model, tokenizer=tokenizer,
         model_overrides={"dropout": dropout},
         data={"sources": [data] if isinstance(data, str) else data, "inputs_length": inputs_length, "seed": seed},
@@ -94,8 +91,8 @@ def pretrain(
                "device": device, "precision": precision, "compile": compile, "progress": progress},
     ))
     _check_out(out_dir, resume)
-    tok = load_tokenizer(plan.tokenizer, plan.model)
-    net = _build_model(plan, tok.vocab_size)
+    tok = pretraining_tokenizer(plan.tokenizer, plan.model)
+    net = pretraining_model(plan, tok.vocab_size)
     train_stream = PretrainingStream(plan.data, tok)
     held_out = plan.data.eval_fraction > 0 and plan.train.eval_batches > 0
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -108,7 +105,7 @@ def pretrain(
     )
     final = out_dir / "final"
     net.save_pretrained(final, tokenizer=tok)
-    _write_model_card(final / "README.md", net, plan, result, read_metrics(result.metrics))
+    write_pretraining_card(final / "README.md", net, plan, result, read_metrics(result.metrics))
     first, last = _logged_losses(result.metrics)
     print(f"trained {net.config.name} ({net.num_parameters():,} parameters) for {result.step} steps: "
           f"loss {first:.3f} → {last:.3f}"
@@ -120,15 +117,10 @@ def pretrain(
     return final
 
 
-def _resolve(recipe: str | None, out: Path, resume: bool, overrides: dict[str, Any]) -> PretrainRecipe:
-    if recipe is None and resume and (out / RESOLVED).is_file():
-        recipe = str(out / RESOLVED)
-    where, text = find_recipe(recipe or DEFAULT_RECIPE)
-    return parse_recipe(where, text, overrides)
-
-
 def _check_out(out: Path, resume: bool) -> None:
     """Never overwrite a run: a fresh run needs a folder without one; --resume needs a checkpoint."""
+    from t5lab.train.checkpoint import latest_checkpoint
+
     if out.exists() and not out.is_dir():
         raise T5LabError(f"{out}: exists and is not a folder (--out must name a run folder)")
     has_run = (out / "metrics.jsonl").exists() or latest_checkpoint(out / "checkpoints") is not None
@@ -138,81 +130,9 @@ def _check_out(out: Path, resume: bool) -> None:
         raise T5LabError(f"{out}: already holds a run; continue it with --resume true or choose another --out")
 
 
-def load_tokenizer(spec: str, model: str):
-    """The recipe's tokenizer: 'builtin', a spiece.model file or folder; a checkpoint folder's own
-    spiece.model wins over 'builtin'."""
-    from t5lab.data.builtin_corpus import default_tokenizer
-    from t5lab.data.tokenizer import Tokenizer
-
-    if spec == BUILTIN:
-        if (Path(model) / "spiece.model").is_file():
-            return Tokenizer.from_file(Path(model))
-        return default_tokenizer()
-    path = Path(spec)
-    if not path.exists():
-        raise T5LabError(f"{spec}: no such tokenizer file or folder (expected 'builtin' or a spiece.model)")
-    return Tokenizer.from_file(path)
-
-
-def _build_model(recipe: PretrainRecipe, tokenizer_vocab: int) -> T5:
-    overrides = dict(recipe.model_overrides)
-    path = Path(recipe.model)
-    if path.is_dir():
-        from t5lab.interop.hf import load_pretrained
-
-        net = load_pretrained(path)
-        changed = sorted(k for k, v in overrides.items() if k != "dropout" and getattr(net.config, k) != v)
-        if changed:
-            raise T5LabError(f"{path}: model_overrides.{changed[0]} would change the checkpoint's shape "
-                             "(only dropout can be overridden when continuing from a checkpoint)")
-        if "dropout" in overrides and overrides["dropout"] != net.config.dropout:
-            state = net.state_dict()
-            net = build_model(net.config.replace(dropout=overrides["dropout"]), init=False)
-            net.load_state_dict(state)
-    else:
-        try:
-            config = from_name(recipe.model)
-        except T5LabError as e:
-            raise T5LabError(f"model '{recipe.model}' is neither a checkpoint folder nor a known shape: {e}") from None
-        # Random init: the embedding is sized to the tokenizer, rounded up to a multiple of 128 as T5's
-        # 32,100 ids are stored in 32,128 rows (unless the recipe fixes vocab_size).
-        overrides.setdefault("vocab_size", -(-tokenizer_vocab // 128) * 128)
-        config = config.replace(**overrides)
-        net = build_model(config, seed=recipe.train.seed)
-    if tokenizer_vocab > net.config.vocab_size:
-        raise T5LabError(f"tokenizer has {tokenizer_vocab} ids but model '{recipe.model}' has vocab_size="
-                         f"{net.config.vocab_size}; use a matching tokenizer or a larger vocab_size")
-    return net
-
-
 def _logged_losses(metrics: Path | None) -> tuple[float, float]:
     """The first and last logged training losses (of the whole run, across resumes)."""
+    from t5lab.train.metrics import read_metrics
+
     rows = [r for r in read_metrics(metrics) if "loss" in r] if metrics else []
     return (rows[0]["loss"], rows[-1]["loss"]) if rows else (math.nan, math.nan)
-
-
-def _write_model_card(path: Path, net: T5, recipe: PretrainRecipe, result: TrainResult,
-                      rows: list[dict[str, Any]]) -> None:
-    c, d, t = net.config, recipe.data, recipe.train
-    losses = [r["loss"] for r in rows if "loss" in r]
-    sources = ", ".join("built-in corpus (Python's pydoc topics)" if s == BUILTIN else s for s in d.sources)
-    lines = [
-        f"# {c.name} (pre-trained with t5lab)",
-        "",
-        f"A T5 model pre-trained from {'the checkpoint ' + recipe.model if Path(recipe.model).is_dir() else 'random initialisation'} "
-        f"with span corruption (noise density {d.noise_density}, mean span {d.mean_noise_span_length}).",
-        "",
-        "| | |",
-        "|---|---|",
-        f"| shape | d_model {c.d_model}, d_ff {c.d_ff}, {c.num_heads} heads × d_kv {c.d_kv}, "
-        f"{c.num_encoder_layers} encoder + {c.num_decoder_layers} decoder layers, {c.feed_forward} |",
-        f"| parameters | {net.num_parameters():,} (vocabulary {c.vocab_size}) |",
-        f"| data | {sources}; inputs {d.inputs_length} tokens |",
-        f"| training | {result.step} steps × {t.batch_size} examples, {t.optimizer} lr {t.lr}, {t.schedule} schedule |",
-        f"| loss | {losses[0]:.3f} at the first step → {losses[-1]:.3f} at the last |" if losses else "| loss | - |",
-    ]
-    if result.eval:
-        lines.append(f"| held-out | loss {result.eval['eval_loss']:.3f}, token accuracy {result.eval['eval_accuracy']:.3f} |")
-    lines += ["", "Load it with `t5lab.interop.hf.load_pretrained(folder)` or transformers' "
-              "`T5ForConditionalGeneration.from_pretrained(folder)`.", ""]
-    path.write_text("\n".join(lines))

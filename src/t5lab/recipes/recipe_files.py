@@ -28,6 +28,7 @@ from t5lab.errors import T5LabError
 from t5lab.files import write_atomic
 from t5lab.train.config import TrainConfig
 
+DEFAULT_RECIPE = "quickstart-cpu"
 SECTIONS = ("model", "model_overrides", "tokenizer", "data", "train")
 
 
@@ -137,3 +138,12 @@ def parse_recipe(where: str, text: str, overrides: dict[str, dict[str, Any]] | N
     data = _build(DataConfig, where, "data", {**data_fields, "batch_size": train.micro_batch_size})
     return PretrainRecipe(model=top["model"], model_overrides=dict(sections["model_overrides"]),
                           tokenizer=top["tokenizer"], data=data, train=train)
+
+
+def resolve_recipe(recipe: str | None, resolved: Path, resume: bool, overrides: dict[str, Any]) -> PretrainRecipe:
+    """The recipe a run uses: `recipe` (a file or packaged name) with `overrides`, or on `resume` the run's
+    own `resolved` copy when no recipe was named (`recipe` None); `DEFAULT_RECIPE` otherwise."""
+    if recipe is None:
+        recipe = str(resolved) if resume and resolved.is_file() else DEFAULT_RECIPE
+    where, text = find_recipe(recipe)
+    return parse_recipe(where, text, overrides)

@@ -13,11 +13,14 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from t5lab.data.builtin_corpus import BUILTIN, default_tokenizer
 from t5lab.data.tasks import Example, Task, get_task
 from t5lab.data.tokenizer import SPIECE_FILE, Tokenizer
 from t5lab.errors import T5LabError
-from t5lab.interop.hf import load_model
+from t5lab.interop.hf import load_model, load_pretrained
 from t5lab.model import T5, build_model
+from t5lab.recipes.recipe_files import PretrainRecipe
+from t5lab.shapes import from_name
 
 DATA_ENV = "T5LAB_DATA"
 
@@ -78,8 +81,8 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     return Tokenizer.from_file(file)
 
 
-def resolve_model(model: str | Path, tokenizer: str | Path | None, seed: int = 0) -> tuple[T5, Tokenizer]:
-    """The model (checkpoint folder or shape name) and its tokenizer; their vocabularies must agree."""
+def model_tokenizer(model: str | Path, tokenizer: str | Path | None) -> Tokenizer:
+    """`tokenizer` when given, else the checkpoint folder's own spiece.model (a shape name has none)."""
     folder = Path(model)
     if tokenizer is None and folder.is_dir():
         if not (folder / SPIECE_FILE).is_file():
@@ -90,7 +93,50 @@ def resolve_model(model: str | Path, tokenizer: str | Path | None, seed: int = 0
             f"model {str(model)!r} is a shape name (random weights) and has no tokenizer: give one with "
             f"--tokenizer PATH/{SPIECE_FILE} (e.g. T5's, for a vocabulary of 32,100 ids)"
         )
-    tok = load_tokenizer(tokenizer)
+    return load_tokenizer(tokenizer)
+
+
+def pretraining_tokenizer(spec: str, model: str) -> Tokenizer:
+    """A pre-training recipe's tokenizer: 'builtin' (a checkpoint folder's own spiece.model wins over it)
+    or a spiece.model file or folder."""
+    if spec == BUILTIN:
+        if (Path(model) / SPIECE_FILE).is_file():
+            return load_tokenizer(model)
+        return default_tokenizer()
+    return load_tokenizer(spec)
+
+
+def pretraining_model(recipe: PretrainRecipe, tokenizer_vocab: int) -> T5:
+    """A pre-training recipe's model: a checkpoint folder (only its dropout may change) or a named shape,
+    randomly initialised with its vocabulary sized to the tokenizer."""
+    overrides = dict(recipe.model_overrides)
+    path = Path(recipe.model)
+    if path.is_dir():
+        net = load_pretrained(path)
+        changed = sorted(k for k, v in overrides.items() if k != "dropout" and getattr(net.config, k) != v)
+        if changed:
+            raise T5LabError(f"{path}: model_overrides.{changed[0]} would change the checkpoint's shape "
+                             "(only dropout can be overridden when continuing from a checkpoint)")
+        if "dropout" in overrides:
+            net = with_dropout(net, overrides["dropout"], None)
+    else:
+        try:
+            config = from_name(recipe.model)
+        except T5LabError as e:
+            raise T5LabError(f"model '{recipe.model}' is neither a checkpoint folder nor a known shape: {e}") from None
+        # Random init: the embedding is sized to the tokenizer, rounded up to a multiple of 128 as T5's
+        # 32,100 ids are stored in 32,128 rows (unless the recipe fixes vocab_size).
+        overrides.setdefault("vocab_size", -(-tokenizer_vocab // 128) * 128)
+        net = build_model(config.replace(**overrides), seed=recipe.train.seed)
+    if tokenizer_vocab > net.config.vocab_size:
+        raise T5LabError(f"tokenizer has {tokenizer_vocab} ids but model '{recipe.model}' has vocab_size="
+                         f"{net.config.vocab_size}; use a matching tokenizer or a larger vocab_size")
+    return net
+
+
+def resolve_model(model: str | Path, tokenizer: str | Path | None, seed: int = 0) -> tuple[T5, Tokenizer]:
+    """The model (checkpoint folder or shape name) and its tokenizer; their vocabularies must agree."""
+    tok = model_tokenizer(model, tokenizer)
     net = load_model(model, seed=seed)
     if tok.vocab_size > net.config.vocab_size:
         raise T5LabError(
