@@ -127,7 +127,7 @@ def _argument_error(message: str) -> str:
     """jsonargparse's report of a value that fits no accepted type (a multi-line union dump), as one line
     naming the flag, the value and the types it accepts."""
     key = re.search(r'Parser key "([^"]+)"', message)
-    value = re.search(r"Given value: (.*)", message)
+    value = re.search(r"(?:Given value|Got value): (.*)", message)
     if not key:
         return message.strip().splitlines()[0]
     accepted = [t for t in re.findall(r"<class '([\w.]+)'>", message.split("Errors:")[0]) if t != "NoneType"]

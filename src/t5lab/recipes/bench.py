@@ -22,7 +22,7 @@ def bench(
     attention: Literal["eager", "sdpa"] = "eager",
     vocab_size: int | None = None,
     threads: int = 0,
-    out: str | None = "results.jsonl",
+    out: str | None = None,
 ) -> None:
     """Measure each shape (random weights and tokens) and append one JSON row per shape to `out`.
 
@@ -44,7 +44,7 @@ def bench(
         vocab_size: override the shapes' vocabulary (e.g. a small tokenizer's size).
         threads: CPU threads for torch (0: torch's default). On a CPU shared with other jobs, 1 thread can be
             several times faster than threads that wait for each other; the row records the count.
-        out: JSONL file the rows are appended to (none: print only).
+        out: JSONL file the rows are appended to (default: none, print only).
     """
     from t5lab.analysis.throughput import bench_shape  # torch is imported only when measuring
 

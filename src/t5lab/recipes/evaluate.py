@@ -54,23 +54,32 @@ def evaluate(
     import torch
 
     from t5lab.data.seq2seq import encode_examples
-    from t5lab.predict import evaluate_task
+    from t5lab.predict import default_max_new_tokens, evaluate_task
     from t5lab.recipes.sources import load_split, resolve_data_dir, resolve_model, resolve_tasks
     from t5lab.train.loop import resolve_device
 
     tasks = resolve_tasks(task)
+    out_dir = Path(out) if out else Path("runs/evaluate") / "+".join(t.name.replace("/", "-") for t in tasks)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise T5LabError(f"{out_dir}: exists and is not a folder (--out names the folder for predictions.jsonl "
+                         "and summary.md)")
     root = resolve_data_dir(data_dir, tasks)
     splits = {t.name: load_split(t, split, root, limit) for t in tasks}  # bad data fails before the model loads
     net, tok = resolve_model(model, tokenizer, seed=seed)
-    net.to(resolve_device(device)).eval()
-    out_dir = Path(out) if out else Path("runs/evaluate") / "+".join(t.name.replace("/", "-") for t in tasks)
+    net.to(resolve_device(device, "--device")).eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     results, rows = {}, []
     for t in tasks:
         encoded = encode_examples(splits[t.name], tok, max_input_length, max_target_length)
+        new_tokens = max_new_tokens or default_max_new_tokens(encoded, tok, max_target_length)
+        # Said up front so that the output can be reproduced elsewhere (transformers' generate, another tool).
+        print(f"{t.name} {split}: {len(encoded)} examples, "
+              f"{'greedy' if num_beams == 1 else f'beam search ({num_beams} beams)'}, max_new_tokens {new_tokens}"
+              f"{'' if max_new_tokens else ' (from the longest reference)'}, inputs truncated at {max_input_length} "
+              "tokens", file=sys.stderr)
         start = time.perf_counter()
         with torch.inference_mode():
-            result = evaluate_task(net, tok, t, encoded, batch_size=batch_size, max_new_tokens=max_new_tokens,
+            result = evaluate_task(net, tok, t, encoded, batch_size=batch_size, max_new_tokens=new_tokens,
                                    max_target_length=max_target_length, num_beams=num_beams)
         seconds = time.perf_counter() - start
         name = t.name.replace("/", "-")

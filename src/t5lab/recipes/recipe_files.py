@@ -117,12 +117,17 @@ def parse_recipe(where: str, text: str, overrides: dict[str, dict[str, Any]] | N
     if overrides.get("model") not in (None, top["model"]):
         # Another model: the recipe's shape changes were meant for its own model; dropout is a training choice.
         sections["model_overrides"] = {k: v for k, v in sections["model_overrides"].items() if k == "dropout"}
+    recipe_train = dict(sections["train"])
     for key, value in overrides.items():
         if key in ("model", "tokenizer"):
             if value is not None:
                 top[key] = value
         else:
             sections[key] = {**sections[key], **{k: v for k, v in value.items() if v is not None}}
+    given_train = {k for k, v in overrides.get("train", {}).items() if v is not None}
+    if "lr" in given_train and "final_lr" not in given_train and recipe_train.get("final_lr") and recipe_train.get("lr"):
+        # A new peak lr keeps the recipe's decay ratio, so a lower --lr never collides with its final_lr.
+        sections["train"]["final_lr"] = recipe_train["final_lr"] * sections["train"]["lr"] / recipe_train["lr"]
     for key in ("model", "tokenizer"):
         if not isinstance(top[key], str) or not top[key]:
             raise T5LabError(f"{where}: field '{key}' must be a non-empty string")

@@ -18,6 +18,7 @@ from t5lab.config import ModelConfig
 from t5lab.errors import T5LabError
 from t5lab.shapes import from_name, registered_names
 
+TABLE_WIDTH = 100  # characters of the terminal table before its columns wrap into a further block
 COLUMNS = ("name", "layers", "d_model", "d_ff", "heads", "d_kv", "params", "active_params", "embedding_params",
            "encoder_params", "decoder_params", "expert_params", "forward_flops", "train_flops",
            "weights_bytes", "train_state_bytes", "kv_bytes_per_token", "cross_kv_bytes_per_input_token")
@@ -74,10 +75,24 @@ def format_rows(rows: list[dict], format: str) -> str:
         lines = ["| " + " | ".join(r) + " |" for r in cells]
         lines.insert(1, "|" + "|".join("---" for _ in COLUMNS) + "|")
         return "\n".join(lines)
-    widths = [max(len(r[i]) for r in cells) for i in range(len(COLUMNS))]
-    return "\n".join(
-        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-        for r in cells
+    return _wrapped_table(cells)
+
+
+def _wrapped_table(cells: list[list[str]], width: int = TABLE_WIDTH) -> str:
+    """Aligned text columns, the name column first; columns that do not fit in `width` characters continue
+    in a further block below (each block repeats the names)."""
+    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
+    blocks: list[list[int]] = [[]]
+    used = widths[0]
+    for i in range(1, len(widths)):
+        if blocks[-1] and used + 2 + widths[i] > width:
+            blocks.append([])
+            used = widths[0]
+        blocks[-1].append(i)
+        used += 2 + widths[i]
+    return "\n\n".join(
+        "\n".join("  ".join([r[0].ljust(widths[0])] + [r[i].rjust(widths[i]) for i in block]) for r in cells)
+        for block in blocks
     )
 
 
@@ -111,3 +126,7 @@ def shapes(
         raise T5LabError(f"--input_length={input_length}, --target_length={target_length}: expected >= 1")
     rows = [shape_row(from_name(n), input_length, target_length, dtype, optimizer) for n in chosen]
     print(format_rows(rows, format))
+    if format == "table":
+        print(f"\nFLOPs per example at {input_length} input and {target_length} target tokens "
+              "(--input-length, --target-length);\n"
+              f"memory: weights, gradients and {optimizer} state in {dtype}, without activations.")
