@@ -19,6 +19,7 @@ import torch
 
 from t5lab.config import ModelConfig
 from t5lab.generate import generate
+from t5lab.kernels import apply
 from t5lab.model import build_model
 
 
@@ -75,7 +76,7 @@ def main() -> None:
           f"{'hf tok/s':>9} {'ratio':>6} same")
     n = args.new_tokens
     for shape in args.shapes:
-        model = build_model(ModelConfig.from_name(shape, dropout=0.0), seed=0).eval()
+        model = apply(build_model(ModelConfig.from_name(shape, dropout=0.0), seed=0), device="cpu", training=False).eval()
         hf = hf_twin(model)
         for batch in args.batch_sizes:
             ids = torch.randint(2, model.config.vocab_size, (batch, args.input_length),

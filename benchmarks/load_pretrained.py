@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from t5lab import ModelConfig, build_model, load_pretrained
+from t5lab import ModelConfig, build_model, load_pretrained, save_pretrained
 
 
 def best_of(repeats: int, fn) -> float:
@@ -35,7 +35,7 @@ def main() -> None:
 
     model = build_model(ModelConfig.from_name(args.shape), seed=0)
     with tempfile.TemporaryDirectory() as folder:
-        model.save_pretrained(folder)
+        save_pretrained(model, folder)
         del model
         ours = best_of(args.repeats, lambda: load_pretrained(folder))
         theirs = best_of(

@@ -22,6 +22,7 @@ import time
 import torch
 
 from t5lab import ModelConfig, build_model
+from t5lab.kernels import apply
 
 
 def hf_model(config: ModelConfig):
@@ -52,7 +53,7 @@ def main() -> None:
         print(f"keep freed memory (both libraries): {keep_freed_memory()}")
 
     config = ModelConfig.from_name(args.shape).replace(dropout=args.dropout)
-    ours = build_model(config, seed=0, attention=args.attention).train()
+    ours = apply(build_model(config, seed=0), device="cpu", attention=args.attention).train()
     theirs = hf_model(config).train()
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(2, config.vocab_size, (args.batch_size, args.input_length), generator=g)

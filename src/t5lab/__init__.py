@@ -19,6 +19,7 @@ _LAZY = {
     "T5": "t5lab.model",
     "load_pretrained": "t5lab.interop.hf",
     "load_model": "t5lab.interop.hf",
+    "save_pretrained": "t5lab.interop.hf",
     "Tokenizer": "t5lab.data.tokenizer",
 }
 

@@ -54,6 +54,7 @@ def evaluate(
     import torch
 
     from t5lab.data.seq2seq import encode_examples
+    from t5lab.kernels import apply
     from t5lab.predict import evaluate_task
     from t5lab.recipes.sources import load_split, resolve_data_dir, resolve_model, resolve_tasks
     from t5lab.train.loop import resolve_device
@@ -62,7 +63,7 @@ def evaluate(
     root = resolve_data_dir(data_dir, tasks)
     splits = {t.name: load_split(t, split, root, limit) for t in tasks}  # bad data fails before the model loads
     net, tok = resolve_model(model, tokenizer, seed=seed)
-    net.to(resolve_device(device)).eval()
+    apply(net.to(resolve_device(device)).eval(), device=resolve_device(device), training=False)
     out_dir = Path(out) if out else Path("runs/evaluate") / "+".join(t.name.replace("/", "-") for t in tasks)
     out_dir.mkdir(parents=True, exist_ok=True)
     results, rows = {}, []

@@ -19,6 +19,7 @@ from t5lab.data.tokenizer import Tokenizer
 from t5lab.errors import T5LabError
 from t5lab.generate import generate as generate_ids
 from t5lab.generate import quantize_int8
+from t5lab.kernels import apply
 from t5lab.interop.hf import load_model
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -77,6 +78,7 @@ def generate(
         )
     if quantize:
         net = quantize_int8(net)
+    net = apply(net, device=device, training=False)  # after quantising: it converts plain nn.Linear only
 
     encoded = tok.encode_batch(texts)
     ids = torch.full((len(texts), max(map(len, encoded))), tok.pad_id, dtype=torch.long)

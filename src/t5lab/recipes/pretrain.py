@@ -14,6 +14,8 @@ from t5lab.config import ModelConfig
 from t5lab.data.builtin_corpus import BUILTIN
 from t5lab.data.pretraining import PretrainingStream
 from t5lab.errors import T5LabError
+from t5lab.interop.hf import save_pretrained
+from t5lab.kernels import apply
 from t5lab.model import T5, build_model
 from t5lab.recipes.recipe_files import PretrainRecipe, find_recipe, parse_recipe
 from t5lab.recipes.span_sample import held_out_text, span_fill_sample
@@ -95,7 +97,7 @@ def pretrain(
     ))
     _check_out(out_dir, resume)
     tok = load_tokenizer(plan.tokenizer, plan.model)
-    net = _build_model(plan, tok.vocab_size)
+    net = apply(_build_model(plan, tok.vocab_size), device=plan.train.device)
     train_stream = PretrainingStream(plan.data, tok)
     held_out = plan.data.eval_fraction > 0 and plan.train.eval_batches > 0
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -107,7 +109,7 @@ def pretrain(
         meta={"model": net.config.to_hf(), "recipe": plan.to_dict()},
     )
     final = out_dir / "final"
-    net.save_pretrained(final, tokenizer=tok)
+    save_pretrained(net, final, tokenizer=tok)
     _write_model_card(final / "README.md", net, plan, result, read_metrics(result.metrics))
     first, last = _logged_losses(result.metrics)
     print(f"trained {net.config.name} ({net.num_parameters():,} parameters) for {result.step} steps: "
