@@ -183,11 +183,12 @@ class OutputLayer:
     def one_row_blocks(weight_VD: torch.Tensor) -> torch.Tensor | None:
         """The output weight as `row_blocks_in_major` for batch-1 decoding on CPU (fp32), else None.
 
-        Cached between `generate` calls (one weight at a time): the copy costs V x D more memory and is built once (35 ms for
-        t5-efficient-tiny, 80 ms for -small on 2 cores); greedy decoding at batch 1 then ran 12% (tiny) and
-        2-5% (small) faster per token (interleaved runs in one process), so it pays for itself after ~45
-        (tiny) to ~150 (small) tokens. Rebuilt when the weight is updated in place (torch's version counter:
-        optimizer steps, `load_state_dict`, `nn.init`), is another tensor or the thread count changes the blocks. Writes through `.data` are not counted by torch: after one, call `clear_output_cache()`.
+        Cached between `generate` calls (one weight at a time): the copy costs V x D more memory and is built
+        once (35 ms for t5-efficient-tiny, 80 ms for -small on 2 cores); greedy decoding at batch 1 then ran
+        12% (tiny) and 2-5% (small) faster per token (interleaved runs in one process), so it pays for itself
+        after ~45 (tiny) to ~150 (small) tokens. Rebuilt when the weight is updated in place (torch's version
+        counter: optimizer steps, `load_state_dict`, `nn.init`), is another tensor or the thread count changes
+        the blocks. Writes through `.data` are not counted by torch: after one, call `clear_output_cache()`.
         """
         if (torch.compiler.is_compiling() or weight_VD.dtype != torch.float32 or weight_VD.is_inference()
                 or not weight_VD.is_contiguous() or torch.is_autocast_enabled("cpu")):

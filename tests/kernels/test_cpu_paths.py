@@ -11,7 +11,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from t5lab.kernels import cpu_linear
 from t5lab.kernels.cpu_dropout import Dropout, dropout
-from t5lab.kernels.cpu_linear import CpuLinear, count_onednn_flops, linear, linear_in_major, row_blocks_in_major
+from t5lab.kernels.cpu_linear import (
+    CpuLinear,
+    count_onednn_flops,
+    linear,
+    linear_in_major,
+    row_blocks_in_major,
+)
 from t5lab.kernels.rms_norm import FastRMSNorm
 from t5lab.model.layers import RMSNorm
 

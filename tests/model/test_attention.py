@@ -82,7 +82,8 @@ def test_dense_bias_is_relative_bias_plus_causal_and_padding_masks(causal, offse
 def test_every_kernel_equals_the_eager_reference_with_gradients(name, case):
     g = torch.Generator().manual_seed(2)
     B, H, K = 2, 3, 4
-    T, S, offset = {"encoder": (6, 6, 0), "decoder": (5, 5, 0), "cross-padded": (5, 7, 0), "decoding-step": (1, 5, 4)}[case]
+    shapes = {"encoder": (6, 6, 0), "decoder": (5, 5, 0), "cross-padded": (5, 7, 0), "decoding-step": (1, 5, 4)}
+    T, S, offset = shapes[case]
     table = torch.randn(8, H, generator=g, requires_grad=True)
     mask = torch.ones(B, S, dtype=torch.long)
     mask[1, S - 2 :] = 0

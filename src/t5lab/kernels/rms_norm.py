@@ -1,4 +1,5 @@
-"""T5's RMS norm in fewer kernels: torch.rms_norm on GPUs, fewer per-call overheads on CPU (decoding is bound by them)."""
+"""T5's RMS norm in fewer kernels: torch.rms_norm on GPUs, fewer per-call overheads on CPU (decoding is bound
+by them)."""
 
 from __future__ import annotations
 

@@ -195,7 +195,8 @@ class T5(nn.Module):
         routers += decoder_routers
         logits = loss = None
         if labels is not None and self.output_loss is not None and self.training and torch.is_grad_enabled():
-            loss = self.output_loss(self.output_input(hidden_BTD).flatten(0, 1), self.output_weight(), labels.flatten())
+            hidden_ND = self.output_input(hidden_BTD).flatten(0, 1)
+            loss = self.output_loss(hidden_ND, self.output_weight(), labels.flatten())
         if loss is None:
             logits = self.output_logits(hidden_BTD)
             if labels is not None:

@@ -106,8 +106,8 @@ def finetune(
     """
     # Imported here, not at the top, so that the CLI's other commands do not pay for torch.
     from t5lab.data.seq2seq import FinetuneStream, encode_examples, eval_batches
-    from t5lab.predict import evaluate_task
     from t5lab.kernels import apply
+    from t5lab.predict import evaluate_task
     from t5lab.recipes.sources import load_split, resolve_data_dir, resolve_model, resolve_tasks, with_dropout
     from t5lab.train.loop import Monitor, train
 

@@ -19,8 +19,8 @@ from t5lab.data.tokenizer import Tokenizer
 from t5lab.errors import T5LabError
 from t5lab.generate import generate as generate_ids
 from t5lab.generate import quantize_int8
-from t5lab.kernels import apply
 from t5lab.interop.hf import load_model
+from t5lab.kernels import apply
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _SENTINEL = re.compile(r"<extra_id_(\d+)>")
