@@ -18,6 +18,7 @@ import time
 import torch
 
 from t5lab.generate import generate
+from t5lab.kernels import apply
 from t5lab.model import build_model
 from t5lab.shapes import from_name
 
@@ -75,7 +76,8 @@ def main() -> None:
           f"{'hf tok/s':>9} {'ratio':>6} same")
     n = args.new_tokens
     for shape in args.shapes:
-        model = build_model(from_name(shape, dropout=0.0), seed=0).eval()
+        model = build_model(from_name(shape, dropout=0.0), seed=0)
+        model = apply(model, device="cpu", training=False).eval()
         hf = hf_twin(model)
         for batch in args.batch_sizes:
             ids = torch.randint(2, model.config.vocab_size, (batch, args.input_length),

@@ -15,6 +15,7 @@ import time
 import torch
 
 from t5lab import build_model, load_pretrained
+from t5lab.interop.hf import save_pretrained
 from t5lab.shapes import from_name
 
 
@@ -36,7 +37,7 @@ def main() -> None:
 
     model = build_model(from_name(args.shape), seed=0)
     with tempfile.TemporaryDirectory() as folder:
-        model.save_pretrained(folder)
+        save_pretrained(model, folder)
         del model
         ours = best_of(args.repeats, lambda: load_pretrained(folder))
         theirs = best_of(

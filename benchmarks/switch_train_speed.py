@@ -22,6 +22,7 @@ import time
 import torch
 
 from t5lab.interop.hf import save_pretrained
+from t5lab.kernels import apply
 from t5lab.model import build_model
 from t5lab.shapes import from_name
 
@@ -40,7 +41,7 @@ def main() -> None:
     config = from_name(f"t5-efficient-tiny-moe{args.experts}").replace(
         expert_capacity=math.ceil(args.inputs / args.experts * 1.25)
     )
-    ours = build_model(config, seed=0)
+    ours = apply(build_model(config, seed=0), device="cpu")
     with tempfile.TemporaryDirectory() as folder:
         save_pretrained(ours, folder)
         theirs = SwitchTransformersForConditionalGeneration.from_pretrained(folder)

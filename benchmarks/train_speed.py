@@ -23,6 +23,7 @@ import torch
 
 from t5lab import ModelConfig, build_model
 from t5lab.interop.hf_config import to_hf
+from t5lab.kernels import apply
 from t5lab.shapes import from_name
 
 
@@ -54,7 +55,7 @@ def main() -> None:
         print(f"keep freed memory (both libraries): {keep_freed_memory()}")
 
     config = from_name(args.shape).replace(dropout=args.dropout)
-    ours = build_model(config, seed=0, attention=args.attention).train()
+    ours = apply(build_model(config, seed=0), device="cpu", attention=args.attention).train()
     theirs = hf_model(config).train()
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(2, config.vocab_size, (args.batch_size, args.input_length), generator=g)

@@ -2,29 +2,42 @@
 
 from __future__ import annotations
 
-import pickle
+import copy
 import tempfile
 
 import pytest
 import torch
 
+import t5lab.generate as generate_module
 from t5lab.errors import T5LabError
-from t5lab.generate import GenerationConfig, _filter_logits, generate, quantize_int8
+from t5lab.generate import (
+    GenerationConfig,
+    OutputLayer,
+    _filter_logits,
+    clear_output_cache,
+    generate,
+    quantize_int8,
+)
 from t5lab.interop.hf import save_pretrained
+from t5lab.kernels import apply
 from t5lab.model import build_model
-from t5lab.model.layers import Linear
 
 # Weights 3x the usual scale: a random T5 at the usual scale repeats one token forever; this one wanders,
 # so rows end at different steps and beams compete.
 VOCAB = 50
 
 
-@pytest.fixture
-def setup(tiny_config):
-    """A model (as many encoder as decoder layers, so that transformers can run it), a padded batch, and an
-    EOS id the model actually emits mid-sequence (it never picks the real EOS at random init)."""
+def _kernels(model, on: bool):
+    return apply(model, device="cpu", training=False) if on else model
+
+
+@pytest.fixture(params=[False, True], ids=["plain", "cpu-kernels"])
+def setup(tiny_config, request):
+    """A model (as many encoder as decoder layers, so that transformers can run it; plain and with the CPU
+    kernels applied), a padded batch, and an EOS id the model actually emits mid-sequence (it never picks the
+    real EOS at random init)."""
     config = tiny_config.replace(num_encoder_layers=3, vocab_size=VOCAB, init_scale=3.0)
-    model = build_model(config, seed=0).eval()
+    model = _kernels(build_model(config, seed=0), request.param).eval()
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(2, VOCAB, (4, 9), generator=g)
     mask = torch.ones_like(ids)
@@ -68,7 +81,8 @@ def test_single_row_greedy_matches_transformers(setup):
     model, ids, mask, eos = setup
     for untied in (False, True):
         if untied:
-            model = build_model(model.config.replace(tie_embeddings=False), seed=3).eval()
+            kernels = type(model.encoder.final_norm).__name__ == "FastRMSNorm"  # this run's fixture applied them
+            model = _kernels(build_model(model.config.replace(tie_embeddings=False), seed=3), kernels).eval()
         for row in range(ids.shape[0]):
             ids_1S, mask_1S = ids[row : row + 1], mask[row : row + 1]
             ours = generate(model, ids_1S, mask_1S, max_new_tokens=20, min_new_tokens=20, eos_token_id=eos)
@@ -171,44 +185,47 @@ def two_threads():
     {"num_experts": 4, "decoder_sparse_step": 2, "encoder_sparse_step": 2},
 ])
 def test_one_row_steps_match_no_cache(tiny_config, variant, two_threads):
-    """One row: the products with an even number of outputs (output layer, q/k/v/o, wo) read their weights
-    split across threads, d_ff 37 does not split. Same tokens as recomputing the whole prefix each step."""
+    """One row, CPU kernels applied: the products with an even number of outputs (output layer, q/k/v/o, wo)
+    read their weights split across threads, d_ff 37 does not split. Same tokens as the plain model
+    recomputing the whole prefix each step."""
     config = tiny_config.replace(vocab_size=VOCAB, init_scale=3.0, **variant)
-    model = build_model(config, seed=4).eval()
+    plain = build_model(config, seed=4).eval()
+    model = _kernels(build_model(config, seed=4), True).eval()
     ids = torch.randint(2, VOCAB, (1, 7), generator=torch.Generator().manual_seed(5))
     with torch.inference_mode():
-        reference = _no_cache_greedy(model, ids, None, 17)
+        reference = _no_cache_greedy(plain, ids, None, 17)
     assert torch.equal(generate(model, ids, max_new_tokens=17, min_new_tokens=17), reference)
 
 
 @pytest.mark.parametrize("tied", [True, False])
 def test_one_row_output_layer_copy_is_kept_and_follows_the_weight(tiny_config, tied, two_threads):
-    """Batch-1 decoding reads the output layer from a transposed copy kept on the model: same logits as the
-    weight itself, reused across calls, rebuilt when the weight or the thread count changes, dropped for
-    training, not pickled."""
+    """Batch-1 decoding reads the output layer from a transposed copy that `generate` keeps: same logits as the
+    weight itself, reused across calls, rebuilt when the weight or the thread count changes."""
+    clear_output_cache()
     model = build_model(tiny_config.replace(vocab_size=VOCAB, tie_embeddings=tied), seed=0).eval()
     hidden = torch.randn(1, 1, tiny_config.d_model)
-    reference = model.output_logits(hidden)  # gradients on: the weight itself
-    assert model._one_row_output is None
+    reference = model.output_logits(hidden)
+    output = OutputLayer(model)
     with torch.inference_mode():
-        torch.testing.assert_close(model.output_logits(hidden), reference)
-        copy = model._one_row_output[2]
-        model.output_logits(hidden)
-        assert model._one_row_output[2] is copy
+        torch.testing.assert_close(output(hidden), reference)
+        copy = generate_module._one_row_blocks[2]
+        assert copy is not None
+        output(hidden)
+        assert generate_module._one_row_blocks[2] is copy
+        for rows in (2, 5):  # a few rows: the thin product W h^T
+            many = torch.randn(rows, 1, tiny_config.d_model)
+            torch.testing.assert_close(output(many), model.output_logits(many))
     with torch.no_grad():
         model.output_weight().mul_(2.0)  # e.g. an optimizer step
-    with torch.no_grad():
-        torch.testing.assert_close(model.output_logits(hidden), 2 * reference)
-    assert model._one_row_output[2] is not copy
-    clone = pickle.loads(pickle.dumps(model))
-    assert clone._one_row_output is None
-    torch.testing.assert_close(clone.output_logits(hidden), 2 * reference)
+    with torch.inference_mode():
+        torch.testing.assert_close(output(hidden), 2 * reference)
+    assert generate_module._one_row_blocks[2] is not copy
     torch.set_num_threads(1)  # (the fixture restores the count)
     with torch.inference_mode():
-        torch.testing.assert_close(model.output_logits(hidden), 2 * reference)
-    assert model._one_row_output[2] is None  # one thread: nothing to split, the weight itself is read
-    model.train()
-    assert model._one_row_output is None
+        torch.testing.assert_close(output(hidden), 2 * reference)
+    assert generate_module._one_row_blocks[2] is None  # one thread: nothing to split, the weight itself is read
+    clear_output_cache()
+    assert generate_module._one_row_blocks is None
 
 
 def test_bad_options_are_user_errors(setup):
@@ -229,7 +246,7 @@ def test_int8_quantised_model_generates_close_logits(setup, tiny_config):
     quantised = quantize_int8(model)
     assert type(quantised.decoder.layers[0].ffn.wi).__name__ == "Linear"  # dynamic-quantised module class
     assert type(quantised.decoder.layers[0].ffn.wi).__module__.startswith("torch.ao.nn.quantized")
-    assert type(model.decoder.layers[0].ffn.wi) is Linear  # the original is untouched
+    assert type(model.decoder.layers[0].ffn.wi) is torch.nn.Linear  # the original is untouched
     dec = torch.zeros(4, 1, dtype=torch.long)
     with torch.inference_mode():
         a = model(ids, mask, decoder_input_ids=dec).logits
@@ -246,5 +263,7 @@ def test_int8_quantised_model_generates_one_row(tiny_config, tied, two_threads):
     ids = torch.randint(2, VOCAB, (1, 7), generator=torch.Generator().manual_seed(6))
     out = generate(quantised, ids, max_new_tokens=17, min_new_tokens=17)
     assert out.shape == (1, 17)
+    fast = apply(copy.deepcopy(quantised), device="cpu", training=False)  # as `t5lab generate --quantize` runs it
+    assert torch.equal(generate(fast, ids, max_new_tokens=17, min_new_tokens=17), out)
     with torch.inference_mode():
         assert torch.equal(out, _no_cache_greedy(quantised, ids, None, 17))

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from t5lab import ModelConfig, T5LabError, load_model, load_pretrained
+from t5lab import ModelConfig, T5LabError, load_model, load_pretrained, save_pretrained
 from t5lab.interop import hf
 from t5lab.interop.hf_config import to_hf
 from t5lab.model import build_model
@@ -74,7 +74,7 @@ def test_key_map_is_one_to_one_and_takes_several_placeholders(tiny_config):
 def test_t5lab_to_transformers(tmp_path, tiny_config, variant):
     config = tiny_config.replace(**VARIANTS[variant])
     model = build_model(config, seed=0).eval()
-    model.save_pretrained(tmp_path / "ckpt")
+    save_pretrained(model, tmp_path / "ckpt")
     theirs, info = transformers.T5ForConditionalGeneration.from_pretrained(
         tmp_path / "ckpt", output_loading_info=True
     )
@@ -101,7 +101,7 @@ def test_transformers_to_t5lab(tmp_path, tiny_config, variant):
 
 def test_round_trip_through_t5lab_keeps_every_tensor_and_the_name(tmp_path, tiny_config):
     model = build_model(tiny_config.replace(tie_embeddings=False, feed_forward="gated-gelu"), seed=3)
-    model.save_pretrained(tmp_path)
+    save_pretrained(model, tmp_path)
     loaded = load_pretrained(tmp_path)
     assert loaded.config == model.config
     a, b = model.state_dict(), loaded.state_dict()
@@ -163,7 +163,7 @@ def test_pytorch_model_bin(tmp_path, tiny_config):
 
 
 def test_dtype_and_attention_options(tmp_path, tiny_config):
-    build_model(tiny_config, seed=0).save_pretrained(tmp_path)
+    save_pretrained(build_model(tiny_config, seed=0), tmp_path)
     model = load_pretrained(tmp_path, dtype=torch.bfloat16, attention="sdpa")
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     assert model.encoder.layers[0].self_attn.kernel is model.decoder.layers[0].self_attn.kernel
@@ -174,7 +174,7 @@ def test_dtype_and_attention_options(tmp_path, tiny_config):
 )
 def test_t5lab_only_variants_round_trip(tmp_path, tiny_config, changes):
     model = build_model(tiny_config.replace(**changes), seed=2).eval()
-    model.save_pretrained(tmp_path)
+    save_pretrained(model, tmp_path)
     loaded = load_pretrained(tmp_path)
     assert loaded.config == model.config
     ids, mask, labels = _batch(tiny_config)
@@ -192,21 +192,21 @@ def test_tokenizer_is_saved_with_the_checkpoint(tmp_path, tiny_config):
         def save(self, folder):
             (folder / "spiece.model").write_bytes(b"pieces")
 
-    build_model(tiny_config).save_pretrained(tmp_path / "c", tokenizer=Tok())
+    save_pretrained(build_model(tiny_config), tmp_path / "c", tokenizer=Tok())
     assert (tmp_path / "c" / "spiece.model").read_bytes() == b"pieces"
 
 
 def test_save_to_the_current_folder(tmp_path, tiny_config, monkeypatch):
     (tmp_path / "run").mkdir()
     monkeypatch.chdir(tmp_path / "run")
-    build_model(tiny_config).save_pretrained(".")
+    save_pretrained(build_model(tiny_config), ".")
     assert load_pretrained(tmp_path / "run").config.d_ff == tiny_config.d_ff
 
 
 def test_load_model_by_name_or_folder(tmp_path, tiny_config):
     model = load_model("t5-efficient-tiny-nl2", device="meta")
     assert model.config.num_encoder_layers == 2 and not model.training
-    build_model(tiny_config, seed=0).save_pretrained(tmp_path)
+    save_pretrained(build_model(tiny_config, seed=0), tmp_path)
     assert load_model(tmp_path).config.d_model == tiny_config.d_model
     with pytest.raises(T5LabError, match="neither an existing folder nor a known shape name.*did you mean"):
         load_model("t5-efficent-tiny")
@@ -218,7 +218,7 @@ def test_load_model_by_name_or_folder(tmp_path, tiny_config):
 # Bad input
 @pytest.fixture
 def saved(tmp_path, tiny_config):
-    build_model(tiny_config, seed=0).save_pretrained(tmp_path / "ckpt")
+    save_pretrained(build_model(tiny_config, seed=0), tmp_path / "ckpt")
     return tmp_path / "ckpt"
 
 
@@ -313,7 +313,7 @@ def test_bin_that_is_not_a_plain_tensor_dict(saved):
 def test_save_onto_a_file_is_refused(tmp_path, tiny_config):
     (tmp_path / "f").write_text("x")
     with pytest.raises(T5LabError, match="f: exists and is not a folder"):
-        build_model(tiny_config).save_pretrained(tmp_path / "f")
+        save_pretrained(build_model(tiny_config), tmp_path / "f")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -321,7 +321,7 @@ def test_save_onto_a_file_is_refused(tmp_path, tiny_config):
 def test_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, tiny_config, monkeypatch):
     folder = tmp_path / "ckpt"
     good = build_model(tiny_config, seed=0)
-    good.save_pretrained(folder)
+    save_pretrained(good, folder)
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
 
     def crash(tensors, filename, metadata=None):
@@ -331,7 +331,7 @@ def test_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, tiny_config
 
     monkeypatch.setattr(hf, "save_file", crash)
     with pytest.raises(OSError, match="disk full"):
-        build_model(tiny_config.replace(d_ff=41), seed=1).save_pretrained(folder)
+        save_pretrained(build_model(tiny_config.replace(d_ff=41), seed=1), folder)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # no temporary folder left behind
     assert load_pretrained(folder).config.d_ff == tiny_config.d_ff
@@ -340,7 +340,7 @@ def test_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, tiny_config
 def test_resave_replaces_weights_and_keeps_other_files(tmp_path, tiny_config):
     _hf_model(tiny_config).save_pretrained(tmp_path / "ckpt", max_shard_size="20KB")
     (tmp_path / "ckpt" / "notes.txt").write_text("keep me")
-    build_model(tiny_config.replace(d_ff=41), seed=1).save_pretrained(tmp_path / "ckpt")
+    save_pretrained(build_model(tiny_config.replace(d_ff=41), seed=1), tmp_path / "ckpt")
     names = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
     assert names == ["config.json", "generation_config.json", "model.safetensors", "notes.txt"]
     assert load_pretrained(tmp_path / "ckpt").config.d_ff == 41

@@ -1,4 +1,6 @@
-"""Properties of the model that hold whatever the weights: causality, padding, cache, kernels, counts."""
+"""Properties of the model that hold whatever the weights: causality, padding, cache, kernels, counts.
+
+The `model` fixture runs each test on the plain model and on the one `t5lab.kernels.apply` speeds up."""
 
 from __future__ import annotations
 
@@ -7,12 +9,15 @@ import copy
 import pytest
 import torch
 
+from t5lab.errors import T5LabError
+from t5lab.kernels import apply, set_attention
 from t5lab.model import KVCache, build_model
 
 
-@pytest.fixture
-def model(tiny_config):
-    return build_model(tiny_config, seed=0).eval()
+@pytest.fixture(params=["plain", "cpu-kernels"])
+def model(tiny_config, request):
+    plain = build_model(tiny_config, seed=0).eval()
+    return plain if request.param == "plain" else apply(plain, device="cpu")
 
 
 def _batch(config, B=3, S=9, T=7, seed=0):
@@ -32,30 +37,32 @@ def test_forward_shapes_and_loss(model, tiny_config):
 
 @pytest.mark.parametrize("tied", [True, False])
 def test_training_loss_is_fused_with_the_same_value_and_gradients(tiny_config, tied):
-    """In training the output layer and the loss run fused (no logits); loss and every gradient equal the
-    plain path's (eval mode: the same numbers, since the test config has no dropout)."""
-    model = build_model(tiny_config.replace(tie_embeddings=tied), seed=0)
+    """With the kernels applied, training runs the output layer and the loss fused (no logits); loss and every
+    gradient equal the plain model's (the test config has no dropout)."""
+    plain = build_model(tiny_config.replace(tie_embeddings=tied), seed=0).train()
+    model = apply(copy.deepcopy(plain), device="cpu")
     ids, labels = _batch(tiny_config)
     labels[0, 3:] = -100
     results = []
-    for training in (True, False):
-        model.train(training).zero_grad()
-        out = model(ids, labels=labels)
+    for net in (model, plain):
+        out = net(ids, labels=labels)
         out.loss.backward()
-        assert (out.logits is None) == training
-        results.append((out.loss.detach(), [p.grad.clone() for p in model.parameters()]))
-        assert (model._logits_buffer.nbytes > 0) == training  # kept while training, released in eval
+        assert (out.logits is None) == (net is model)
+        results.append((out.loss.detach(), [p.grad.clone() for p in net.parameters()]))
     (loss_fused, grads_fused), (loss_plain, grads_plain) = results
     torch.testing.assert_close(loss_fused, loss_plain)
     for a, b in zip(grads_fused, grads_plain, strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
-    model.train()(ids, labels=labels)
-    assert copy.deepcopy(model)._logits_buffer.nbytes == 0  # scratch memory, not state: never copied
+    assert model.output_loss.buffer.nbytes > 0  # the logits buffer is kept between steps
+    assert copy.deepcopy(model).output_loss.buffer.nbytes == 0  # scratch memory, not state: never copied
+    assert model.eval()(ids, labels=labels).logits is not None  # eval: the plain logits
+    assert apply(build_model(tiny_config), device="cpu", training=False).output_loss is None
 
 
 @pytest.mark.parametrize(("dtype", "fused"), [(torch.bfloat16, True), (torch.float16, False)])
-def test_training_under_autocast_fuses_the_loss_except_in_fp16(model, tiny_config, dtype, fused):
+def test_training_under_autocast_fuses_the_loss_except_in_fp16(tiny_config, dtype, fused):
     """bf16 keeps fp32's range; fp16 would flush the fused loss's early-made gradients (GradScaler scales later)."""
+    model = apply(build_model(tiny_config, seed=0), device="cpu")
     ids, labels = _batch(tiny_config)
     with torch.autocast("cpu", dtype=dtype):
         out = model.train()(ids, labels=labels)
@@ -104,14 +111,14 @@ def test_fused_kernels_match_eager_with_gradients(tiny_config, backend, padded):
     ref_model = build_model(tiny_config, seed=0).train()
     ref = ref_model(ids, mask, labels=labels)
     ref.loss.backward()
-    model = build_model(tiny_config, seed=0, attention=backend).train()
+    model = apply(build_model(tiny_config, seed=0), device="cpu", training=False, attention=backend).train()
     out = model(ids, mask, labels=labels)
     out.loss.backward()
     torch.testing.assert_close(out.logits, ref.logits, atol=1e-5, rtol=1e-5)
     for (name, p), q in zip(model.named_parameters(), ref_model.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad, atol=1e-5, rtol=1e-4, msg=name)
-    with pytest.raises(ValueError, match="expected one of"):
-        model.set_attention_backend("nope")
+    with pytest.raises(T5LabError, match="expected one of"):
+        set_attention(model, "nope")
 
 
 def test_kv_cache_step_by_step_equals_full_decode(model, tiny_config):
@@ -129,6 +136,14 @@ def test_kv_cache_step_by_step_equals_full_decode(model, tiny_config):
     first = model.decode(dec[:, :3], hidden, mask, cache)[0]
     rest = [model.decode(dec[:, t : t + 1], hidden, mask, cache)[0] for t in range(3, dec.shape[1])]
     torch.testing.assert_close(torch.cat([first, *rest], dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_kernels_keep_parameters_and_state_dict_keys(tiny_config):
+    plain = build_model(tiny_config, seed=0)
+    before = {name: p for name, p in plain.named_parameters()}
+    fast = apply(plain, device="cpu")
+    assert {name: p for name, p in fast.named_parameters()} == before  # the same Parameter objects
+    assert list(fast.state_dict()) == list(build_model(tiny_config).state_dict())
 
 
 def test_num_parameters_counts_tied_embedding_once(tiny_config):
@@ -180,15 +195,38 @@ def test_model_traces_as_one_graph(model, tiny_config):
         torch.testing.assert_close(compiled(x, y), model(x, labels=y).logits)
 
 
-def test_autocast_and_compile_take_the_plain_paths(tiny_config):
-    """Under autocast, batch-1 decoding uses F.linear (autocast caches its weight casts) and no fp32 block copy;
-    under torch.compile, training keeps the plain loss (one graph for the compiler to fuse)."""
-    model = build_model(tiny_config, seed=0).eval()
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        logits = model.output_logits(torch.randn(1, 1, tiny_config.d_model))
-    assert logits.dtype == torch.bfloat16 and model._one_row_output is None
+def test_compile_takes_the_plain_loss(tiny_config):
+    """Under torch.compile, training keeps the plain loss (one graph for the compiler to fuse)."""
+    model = apply(build_model(tiny_config, seed=0), device="cpu")
     ids, labels = _batch(tiny_config)
     compiled = torch.compile(model.train(), backend="eager", fullgraph=False)
     out = compiled(ids, labels=labels)
     assert out.logits is not None
     torch.testing.assert_close(out.loss, model(ids, labels=labels).loss)
+
+
+@pytest.mark.parametrize("ffn", ["relu", "gated-gelu"])
+@pytest.mark.parametrize("experts", [0, 4])
+def test_fp16_matches_fp32(tiny_config, ffn, experts):
+    """A tiny dense and a tiny Switch shape in fp16 (on CPU) give fp32's logits within fp16's precision."""
+    config = tiny_config.replace(feed_forward=ffn)
+    if experts:
+        config = config.replace(num_experts=experts, expert_capacity=64, router_jitter_noise=0.0)
+    ids, labels = _batch(config)
+    reference = build_model(config, seed=0).eval()(ids, labels=labels)
+    half = build_model(config, seed=0, dtype=torch.float16).eval()(ids, labels=labels)
+    assert half.logits.dtype == torch.float16
+    torch.testing.assert_close(half.logits.float(), reference.logits, atol=3e-2, rtol=3e-2)
+    torch.testing.assert_close(half.loss.float(), reference.loss, atol=1e-2, rtol=1e-2)
+
+
+def test_fp16_hidden_states_are_clamped_not_inf(tiny_config):
+    """A feed-forward output past fp16's range (as in trained T5 checkpoints) is clamped, as transformers does:
+    the hidden states stay finite instead of turning the next norm into NaN."""
+    model = build_model(tiny_config, seed=0, dtype=torch.float16).eval()
+    with torch.no_grad():
+        for block in model.encoder.layers:
+            block.ffn.wo.weight.mul_(1e4)
+    ids, labels = _batch(tiny_config)
+    out = model(ids, labels=labels)
+    assert torch.isfinite(out.encoder_hidden).all() and torch.isfinite(out.logits).all()

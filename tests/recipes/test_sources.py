@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.nn import Dropout
 
-from t5lab import T5LabError, build_model
-from t5lab.model.layers import Dropout
+from t5lab import T5LabError, build_model, save_pretrained
 from t5lab.recipes.sources import resolve_data_dir, resolve_model, resolve_tasks, task_names, with_dropout
 from t5lab.shapes import with_experts
 
@@ -45,7 +45,7 @@ def test_model_and_tokenizer_must_agree(tiny_config, spiece_model, tmp_path) -> 
     with pytest.raises(T5LabError, match="give one with --tokenizer"):
         resolve_model("t5-efficient-tiny", None)
     folder = tmp_path / "ckpt"
-    build_model(tiny_config, seed=0).save_pretrained(folder)
+    save_pretrained(build_model(tiny_config, seed=0), folder)
     with pytest.raises(T5LabError, match="has no spiece.model"):
         resolve_model(folder, None)
     with pytest.raises(T5LabError, match="32100 ids but the model's vocabulary is 101"):

@@ -47,6 +47,7 @@ from torch import nn
 from t5lab.analysis.counting import count_parameters, forward_flops, training_flops
 from t5lab.config import ModelConfig
 from t5lab.errors import T5LabError
+from t5lab.kernels import apply
 from t5lab.model import KVCache, build_model
 from t5lab.train.loop import autocast_dtype
 from t5lab.train.loop import resolve_device as train_device
@@ -257,7 +258,7 @@ def bench_shape(
     dev = resolve_device(device)
     dtype = compute_dtype(precision, dev)
     config = config.replace(dropout=0.0, expert_dropout=0.0)  # speed does not depend on it; noise-free
-    model = build_model(config, attention=attention, seed=seed, device=dev)
+    model = apply(build_model(config, seed=seed, device=dev), device=dev, attention=attention)
     batch = random_batch(config, batch_size, input_length, target_length, dev, seed)
     with peak_memory(dev) as memory:
         train = measure_training(model, batch, dev, dtype, repeats, warmup)

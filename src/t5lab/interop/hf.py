@@ -51,6 +51,7 @@ from safetensors.torch import load_file, save_file
 from t5lab.config import ModelConfig
 from t5lab.errors import T5LabError
 from t5lab.interop.hf_config import from_hf, to_hf
+from t5lab.kernels import set_attention
 from t5lab.model import T5, build_model
 from t5lab.shapes import from_name
 
@@ -352,7 +353,7 @@ def load_pretrained(
             tensor = tensor.to(dtype or torch.get_default_dtype())
         state[ours] = tensor.to(device or "cpu")
     model.load_state_dict(_stack_experts(state), strict=True, assign=True)
-    return model.set_attention_backend(attention).eval()
+    return _with_attention(model, attention).eval()
 
 
 def _read_weights(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Path], Path]:
@@ -442,4 +443,9 @@ def load_model(
         config = from_name(text)
     except T5LabError as e:
         raise T5LabError(f"'{text}' is neither an existing folder nor a known shape name: {e}") from None
-    return build_model(config, seed=seed, device=device, dtype=dtype, attention=attention).eval()
+    return _with_attention(build_model(config, seed=seed, device=device, dtype=dtype), attention).eval()
+
+
+def _with_attention(model: T5, attention: str) -> T5:
+    """The plain model's reference kernel for "eager"; another named kernel from t5lab.kernels."""
+    return model if attention == "eager" else set_attention(model, attention)

@@ -4,9 +4,11 @@ T5 specifics: no 1/sqrt(d_kv) scaling (folded into the initialisation), softmax 
 q/k/v/o, inner width H*K that need not equal d_model. Variants: `num_kv_heads` < H (shared heads: one key/
 value head serves all query heads) and `tie_key_value` (one projection gives both keys and values).
 
-A kernel takes (q [B,H,T,K], k [B,G,S,K], v [B,G,S,K], bias [B|1, H, T, S], dropout_p) and returns [B,H,T,K].
-`bias` is the stack's relative position bias with the padding/causal mask already added, so every kernel
-sees the same inputs; "eager" is the reference the others are checked against.
+A kernel is `kernel(q [B,H,T,K], k [B,G,S,K], v [B,G,S,K], bias: AttentionBias, dropout_p) -> [B,H,T,K]`.
+`AttentionBias` carries what a kernel needs to build T5's additive bias itself (the relative-position table,
+its bucket parameters, the query offset, the padding mask, the causal flag) rather than a dense
+[B|1, H, T, S] tensor, which grows with T*S. `eager_attention` is the reference every other kernel (in
+`t5lab.kernels`) is checked against; it builds the dense bias with `AttentionBias.dense`.
 """
 
 from __future__ import annotations
@@ -20,12 +22,60 @@ import torch.nn.functional as F
 from torch import nn
 
 from t5lab.config import ModelConfig
-from t5lab.model.layers import Linear, dropout
-
-Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
+from t5lab.model.layers import relative_position_bias
 
 
-def _expand_kv_heads(x_BGSK: torch.Tensor, num_heads: int) -> torch.Tensor:
+@dataclass(eq=False)
+class AttentionBias:
+    """What a kernel needs to build T5's additive attention bias itself (inside its tiles), instead of a dense
+    [B|1, H, T, S] tensor that grows with T*S. One per stack forward, shared by all its layers."""
+
+    table_RH: torch.Tensor | None  # learned relative-position bias [num_buckets, H]; None: no position bias
+    bidirectional: bool = True  # encoder buckets (True) or decoder/causal buckets (False)
+    num_buckets: int = 32
+    max_distance: int = 128
+    query_offset: int = 0  # absolute position of the first query (KV-cached decoding: the cached length)
+    key_padding_mask_BS: torch.Tensor | None = None  # 1 keep / 0 padding, per key
+    causal: bool = False  # a query at absolute position p sees keys 0..p
+    # dense(...) results by (T, S, dtype): every layer of the stack reuses the first one's.
+    dense_memo: dict[tuple[int, int, torch.dtype], torch.Tensor | None] = field(default_factory=dict, repr=False)
+
+    def dense(self, query_length: int, key_length: int, dtype: torch.dtype) -> torch.Tensor | None:
+        """The additive bias [1|B, H|1, T, S] (None: nothing to add): relative position bias, then the causal
+        mask and the padding mask as the dtype's most negative value. Built once, then memoised."""
+        key = (query_length, key_length, dtype)
+        if key in self.dense_memo:
+            return self.dense_memo[key]
+        bias = None
+        if self.table_RH is not None:
+            bias = relative_position_bias(
+                self.table_RH, query_length, key_length, bidirectional=self.bidirectional,
+                num_buckets=self.num_buckets, max_distance=self.max_distance, query_offset=self.query_offset,
+            ).to(dtype)
+        if self.causal:
+            device = self.table_RH.device if self.table_RH is not None else None
+            future = torch.ones(query_length, key_length, dtype=torch.bool, device=device).triu(self.query_offset + 1)
+            if bias is None:
+                bias = torch.zeros(1, 1, query_length, key_length, dtype=dtype, device=device)
+            bias = bias.masked_fill(future, torch.finfo(dtype).min)
+        if self.key_padding_mask_BS is not None:
+            mask = self.key_padding_mask_BS[:, None, None, :].to(dtype)
+            padding = (1.0 - mask) * torch.finfo(dtype).min
+            bias = padding if bias is None else bias + padding
+        self.dense_memo[key] = bias
+        return bias
+
+
+Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, AttentionBias, float], torch.Tensor]
+
+
+def bias_dtype(dtype: torch.dtype, device_type: str) -> torch.dtype:
+    """The dtype a dense bias is built in: the residual stream's, i.e. fp32 under autocast (whose q/k/v are
+    half while the hidden states stay fp32), else the dtype of the queries."""
+    return torch.float32 if torch.is_autocast_enabled(device_type) else dtype
+
+
+def expand_kv_heads(x_BGSK: torch.Tensor, num_heads: int) -> torch.Tensor:
     groups = x_BGSK.shape[1]
     if groups == num_heads:
         return x_BGSK
@@ -35,34 +85,39 @@ def _expand_kv_heads(x_BGSK: torch.Tensor, num_heads: int) -> torch.Tensor:
 # Scores of one group of batch rows that the CPU path keeps together: a few MiB stay in cache.
 _CPU_SCORES_BYTES = 8 * 2**20
 
+Dropout = Callable[[torch.Tensor, float], torch.Tensor]
 
-def eager_attention(q, k, v, bias, dropout_p: float) -> torch.Tensor:
+
+def eager_attention(q, k, v, bias: AttentionBias, dropout_p: float, dropout: Dropout = F.dropout) -> torch.Tensor:
     """The reference: explicit scores, bias added, fp32 softmax, as transformers' T5.
 
     On CPU the batch runs in groups of rows whose [rows, H, T, S] scores fit in 8 MiB, so that the bias,
     softmax and dropout passes (and their backward) work in cache rather than memory: forward + backward
     of an encoder layer of t5-efficient-tiny at batch 8 x 512 took 103-125 ms instead of 140-177 ms.
+    `dropout(x, p)` drops attention weights (a backend may bring a faster one).
     """
     B, H, T, _ = q.shape
+    dense = bias.dense(T, k.shape[2], bias_dtype(q.dtype, q.device.type))
     rows = max(1, _CPU_SCORES_BYTES // (H * T * k.shape[2] * 4))
     if q.device.type != "cpu" or rows >= B:
-        return _attention(q, k, v, bias, dropout_p)
+        return dense_bias_attention(q, k, v, dense, dropout_p, dropout)
     # split, not slicing: its backward concatenates the groups' gradients, where each slice's backward would
     # zero-fill a full-size gradient and add it up (48 fills and 36 adds of [8, 4, 512, 64] per step).
-    biases = itertools.repeat(bias) if bias is None or bias.shape[0] == 1 else bias.split(rows)
+    biases = itertools.repeat(dense) if dense is None or dense.shape[0] == 1 else dense.split(rows)
     groups = zip(q.split(rows), k.split(rows), v.split(rows), biases, strict=False)  # biases may repeat forever
-    return torch.cat([_attention(q_i, k_i, v_i, bias_i, dropout_p) for q_i, k_i, v_i, bias_i in groups])
+    return torch.cat([dense_bias_attention(*group, dropout_p, dropout) for group in groups])
 
 
-def _attention(q, k, v, bias, dropout_p: float) -> torch.Tensor:
-    k = _expand_kv_heads(k, q.shape[1])
-    v = _expand_kv_heads(v, q.shape[1])
+def dense_bias_attention(q, k, v, bias: torch.Tensor | None, dropout_p: float, dropout: Dropout = F.dropout):
+    """Attention with an explicit dense bias [B|1, H|1, T, S] (or None)."""
+    k = expand_kv_heads(k, q.shape[1])
+    v = expand_kv_heads(v, q.shape[1])
     scores_BHTS = torch.matmul(q, k.transpose(-1, -2))
     if bias is not None:
         # In place where the sum keeps the scores' dtype and shape (the product is fresh and its backward does
-        # not need it; a bias [B|1, H, T, S] as the interface says; torch.broadcast_shapes would cost 38 us per
-        # call). Not for bf16 scores with an fp32 bias (autocast): rounded to bf16, the mask's fp32 minimum
-        # becomes -inf, and a fully masked row's softmax NaN; `+` promotes to fp32 as before.
+        # not need it; torch.broadcast_shapes would cost 38 us per call). Not for bf16 scores with an fp32 bias
+        # (autocast): rounded to bf16, the mask's fp32 minimum becomes -inf, and a fully masked row's softmax
+        # NaN; `+` promotes to fp32 as before.
         if bias.dtype == scores_BHTS.dtype and bias.shape[0] in (1, scores_BHTS.shape[0]):
             scores_BHTS = scores_BHTS.add_(bias)
         else:
@@ -71,31 +126,9 @@ def _attention(q, k, v, bias, dropout_p: float) -> torch.Tensor:
         weights_BHTS = torch.softmax(scores_BHTS, dim=-1)
     else:
         weights_BHTS = torch.softmax(scores_BHTS.float(), dim=-1).type_as(q)
-    weights_BHTS = dropout(weights_BHTS, dropout_p)
+    if dropout_p > 0:
+        weights_BHTS = dropout(weights_BHTS, dropout_p)
     return torch.matmul(weights_BHTS, v)
-
-
-def sdpa_attention(q, k, v, bias, dropout_p: float) -> torch.Tensor:
-    """PyTorch's fused scaled_dot_product_attention with T5's bias as an additive mask and scale 1."""
-    k = _expand_kv_heads(k, q.shape[1])
-    v = _expand_kv_heads(v, q.shape[1])
-    mask = None if bias is None else bias.to(q.dtype)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=1.0)
-
-
-def fused_attention(q, k, v, bias, dropout_p: float) -> torch.Tensor:
-    """SDPA's fused kernels wherever the bias needs no gradient (cross-attention, padding masks, inference),
-    which never materialise the [B, H, T, S] probabilities; the eager path where the learned relative bias
-    needs its gradient, which PyTorch's fused kernels do not return, and for dropout on CPU, where SDPA
-    falls back to its unfused math path with slower dropout masks (cross-attention of t5-efficient-tiny at
-    batch 8, forward + backward: 44 ms vs eager 36 ms)."""
-    needs_bias_grad = bias is not None and bias.requires_grad and torch.is_grad_enabled()
-    if needs_bias_grad or (dropout_p > 0 and q.device.type == "cpu"):
-        return eager_attention(q, k, v, bias, dropout_p)
-    return sdpa_attention(q, k, v, bias, dropout_p)
-
-
-ATTENTION_BACKENDS: dict[str, Kernel] = {"eager": eager_attention, "sdpa": sdpa_attention, "fused": fused_attention}
 
 
 @dataclass
@@ -151,13 +184,13 @@ class Attention(nn.Module):
         self.num_kv_heads = config.kv_heads
         self.d_kv = config.d_kv
         kv_dim = self.num_kv_heads * config.d_kv
-        self.q = Linear(config.d_model, config.inner_dim, bias=False)
-        self.k = Linear(config.d_model, kv_dim, bias=False)
+        self.q = nn.Linear(config.d_model, config.inner_dim, bias=False)
+        self.k = nn.Linear(config.d_model, kv_dim, bias=False)
         # `-skv`: one projection serves keys and values (the value path reuses `k`).
-        self.v = None if config.tie_key_value else Linear(config.d_model, kv_dim, bias=False)
-        self.o = Linear(config.inner_dim, config.d_model, bias=False)
+        self.v = None if config.tie_key_value else nn.Linear(config.d_model, kv_dim, bias=False)
+        self.o = nn.Linear(config.inner_dim, config.d_model, bias=False)
         self.dropout = config.dropout
-        self.kernel: Kernel = eager_attention
+        self.kernel: Kernel = eager_attention  # t5lab.kernels may set a faster one
 
     def _heads(self, x_BTX: torch.Tensor, heads: int) -> torch.Tensor:
         B, T, _ = x_BTX.shape
@@ -171,7 +204,7 @@ class Attention(nn.Module):
     def forward(
         self,
         x_BTD: torch.Tensor,
-        bias: torch.Tensor,
+        bias: AttentionBias,
         source_BSD: torch.Tensor | None = None,
         cache: KVCache | None = None,
         layer: int = 0,

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from t5lab.config import ModelConfig
-from t5lab.model.layers import ACTIVATIONS, Dropout, FeedForward
+from t5lab.model.layers import ACTIVATIONS, FeedForward
 
 
 @dataclass
@@ -110,7 +110,7 @@ class SwitchFeedForward(nn.Module):
             self.wi = nn.Parameter(torch.empty(E, Fd, D))
         self.wo = nn.Parameter(torch.empty(E, D, Fd))
         self.act = ACTIVATIONS[config.feed_forward]
-        self.dropout = Dropout(config.expert_dropout)  # Switch's "expert dropout" (0.4 when fine-tuning)
+        self.dropout = nn.Dropout(config.expert_dropout)  # Switch's "expert dropout" (0.4 when fine-tuning)
         self.router_dtype = getattr(torch, config.router_dtype)
         self.dispatch: Callable[[SwitchFeedForward, torch.Tensor, Routing], torch.Tensor] = batched_dispatch
 

@@ -2,13 +2,14 @@
 
 One `Block` class serves both stacks (the decoder's has cross-attention). A block receives its
 feed-forward module from the builder, so a Switch (mixture-of-experts) layer drops in without the block
-knowing. Each stack computes its relative position bias once, adds the padding/causal mask to it, and
-hands the sum to every layer.
+knowing. Each stack builds one `AttentionBias` per forward (relative-bias table, padding, causal flag) and
+hands it to every layer; cross-attention gets one without a table. Faster kernels, fused losses and other
+speed work are applied from outside by `t5lab.kernels.apply`; this file is the reference.
 """
 
 from __future__ import annotations
 
-import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,28 +18,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from t5lab.config import ModelConfig
-from t5lab.model.attention import ATTENTION_BACKENDS, Attention, KVCache
-from t5lab.model.layers import (
-    Dropout,
-    FeedForward,
-    Linear,
-    RelativePositionBias,
-    RMSNorm,
-    linear,
-    linear_in_major,
-    one_row_splits,
-    row_blocks_in_major,
-)
-from t5lab.model.loss import LogitsBuffer, linear_cross_entropy, product_dtype
+from t5lab.model.attention import Attention, AttentionBias, KVCache
+from t5lab.model.layers import FeedForward, RelativePositionBias, RMSNorm
+
+# output_loss(hidden_ND, weight_VD or None, labels_N) -> mean token loss, or None where it does not apply.
+OutputLoss = Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor], torch.Tensor | None]
 
 
 @dataclass
 class Seq2SeqOutput:
     """What `T5.forward` returns. `loss` is the token cross-entropy plus any router losses.
 
-    `logits` is None when the loss was computed in training mode with gradients, eagerly: the output layer and
-    the loss then run fused (`t5lab.model.loss`; fp32 or bf16, autocast or not) and the [B, T, V] logits never
-    exist.
+    `logits` is None when a backend's fused output layer + loss computed the training loss (`T5.output_loss`):
+    the [B, T, V] logits then never exist.
     """
 
     logits: torch.Tensor | None
@@ -47,9 +39,13 @@ class Seq2SeqOutput:
     router: list[Any] = field(default_factory=list)  # per sparse layer, for Switch models
 
 
-def _mask_bias(mask_BS: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Padding mask (1 keep, 0 drop) → additive bias [B, 1, 1, S] (0 or the dtype's most negative value)."""
-    return (1.0 - mask_BS[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+def clamp_fp16(x: torch.Tensor) -> torch.Tensor:
+    """In fp16, keep hidden states finite: T5's feed-forward outputs can exceed fp16's range (65,504) in
+    trained checkpoints, and one inf turns the next norm into NaN. transformers clamps the same way."""
+    if x.dtype != torch.float16:
+        return x
+    limit = torch.finfo(torch.float16).max - 1000
+    return x.clamp(-limit, limit)
 
 
 class Block(nn.Module):
@@ -64,15 +60,16 @@ class Block(nn.Module):
             self.cross_attn = Attention(config)
         self.ffn_norm = RMSNorm(config.d_model, config.layer_norm_eps)
         self.ffn = feed_forward
-        self.dropout = Dropout(config.dropout)
+        self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, bias, source=None, source_bias=None, cache=None, layer: int = 0):
-        x = x + self.dropout(self.self_attn(self.self_attn_norm(x), bias, cache=cache, layer=layer))
+    def forward(self, x, bias: AttentionBias, source=None, source_bias: AttentionBias | None = None, cache=None,
+                layer: int = 0):
+        x = clamp_fp16(x + self.dropout(self.self_attn(self.self_attn_norm(x), bias, cache=cache, layer=layer)))
         if source is not None:
             h = self.cross_attn(self.cross_attn_norm(x), source_bias, source, cache=cache, layer=layer)
-            x = x + self.dropout(h)
+            x = clamp_fp16(x + self.dropout(h))
         h, router = self.ffn(self.ffn_norm(x))
-        return x + self.dropout(h), router
+        return clamp_fp16(x + self.dropout(h)), router
 
 
 class Stack(nn.Module):
@@ -87,38 +84,23 @@ class Stack(nn.Module):
             Block(config, feed_forward_factory(i, decoder), cross_attention=decoder) for i in range(num_layers)
         )
         self.final_norm = RMSNorm(config.d_model, config.layer_norm_eps)
-        self.dropout = Dropout(config.dropout)
+        self.dropout = nn.Dropout(config.dropout)
 
-    def self_attention_bias(self, query_length: int, key_length: int, offset: int, dtype: torch.dtype):
-        """Relative position bias [1, H, T, S] for queries at offset..offset+T-1, causal mask added in a decoder."""
-        bias = self.relative_bias(query_length, key_length, query_offset=offset).to(dtype)
-        if self.decoder:
-            # Causal: a query at position p sees keys 0..p (the cache holds positions < offset).
-            future = torch.ones(query_length, key_length, dtype=torch.bool, device=bias.device).triu(offset + 1)
-            bias = bias.masked_fill(future, torch.finfo(dtype).min)
-        return bias
+    def self_attention_bias(self, query_offset: int = 0, mask_BS: torch.Tensor | None = None) -> AttentionBias:
+        """The self-attention bias of queries from `query_offset` on: relative position, causal in a decoder."""
+        rb = self.relative_bias
+        return AttentionBias(rb.embedding.weight, bidirectional=rb.bidirectional, num_buckets=rb.num_buckets,
+                             max_distance=rb.max_distance, query_offset=query_offset, key_padding_mask_BS=mask_BS,
+                             causal=self.decoder)
 
-    def forward(
-        self,
-        x_BTD,
-        mask_BT=None,
-        source_BSD=None,
-        source_mask_BS=None,
-        cache: KVCache | None = None,
-        position_bias: torch.Tensor | None = None,
-    ):
-        """`position_bias`, if given, replaces `self_attention_bias(...)` for these positions: generation
-        computes the table for all positions once and passes one row per step."""
-        T = x_BTD.shape[1]
+    def forward(self, x_BTD, mask_BT=None, source_BSD=None, source_mask_BS=None, cache: KVCache | None = None,
+                bias: AttentionBias | None = None):
+        """`bias`, if given, replaces `self_attention_bias(...)` for these positions (generation passes one
+        whose dense form is precomputed for all steps)."""
         offset = cache.length if cache is not None else 0
-        key_length = offset + T
-        bias = position_bias
         if bias is None:
-            bias = self.self_attention_bias(T, key_length, offset, x_BTD.dtype)
-        if mask_BT is not None:
-            bias = bias + _mask_bias(mask_BT, x_BTD.dtype)
-        # Cross-attention has no position bias: without padding it needs no bias at all.
-        source_bias = None if source_mask_BS is None else _mask_bias(source_mask_BS, x_BTD.dtype)
+            bias = self.self_attention_bias(offset, mask_BT)
+        source_bias = AttentionBias(None, key_padding_mask_BS=source_mask_BS)  # cross-attention: padding only
         x = self.dropout(x_BTD)
         routers = []
         for i, block in enumerate(self.layers):
@@ -126,7 +108,7 @@ class Stack(nn.Module):
             if router is not None:
                 routers.append(router)
         if cache is not None:
-            cache.length = key_length
+            cache.length = offset + x_BTD.shape[1]
         return self.dropout(self.final_norm(x)), routers
 
 
@@ -140,11 +122,9 @@ class T5(nn.Module):
         self.shared = nn.Embedding(config.vocab_size, config.d_model, _weight=torch.empty(config.vocab_size, config.d_model))
         self.encoder = Stack(config, decoder=False, feed_forward_factory=factory)
         self.decoder = Stack(config, decoder=True, feed_forward_factory=factory)
-        self.lm_head = None if config.tie_embeddings else Linear(config.d_model, config.vocab_size, bias=False)
-        # (weakref to the output weight, its version key, row_blocks_in_major of it): see _one_row_output_blocks.
-        self._one_row_output: tuple | None = None
-        # The fused loss's logits memory on CPU, kept while training (see t5lab.model.loss).
-        self._logits_buffer = LogitsBuffer()
+        self.lm_head = None if config.tie_embeddings else nn.Linear(config.d_model, config.vocab_size, bias=False)
+        # The training loss's seam: a backend (t5lab.kernels) may set a fused output layer + loss here.
+        self.output_loss: OutputLoss | None = None
 
     # ----------------------------------------------------------------------------------------------------
     def encode(self, input_ids_BS: torch.Tensor, attention_mask_BS: torch.Tensor | None = None):
@@ -157,20 +137,17 @@ class T5(nn.Module):
         encoder_hidden_BSD: torch.Tensor,
         attention_mask_BS: torch.Tensor | None = None,
         cache: KVCache | None = None,
-        position_bias: torch.Tensor | None = None,
+        bias: AttentionBias | None = None,
     ):
-        """Decoder logits [B, T, V] for the given target prefix (one new position per step with a cache).
-
-        `position_bias`: the decoder's self-attention bias for these positions, precomputed (see `Stack.forward`).
-        """
-        hidden_BTD, routers = self.decoder(
-            self.shared(decoder_input_ids_BT),
-            source_BSD=encoder_hidden_BSD,
-            source_mask_BS=attention_mask_BS,
-            cache=cache,
-            position_bias=position_bias,
-        )
+        """Decoder logits [B, T, V] for the given target prefix (one new position per step with a cache)."""
+        hidden_BTD, routers = self.decode_hidden(decoder_input_ids_BT, encoder_hidden_BSD, attention_mask_BS,
+                                                 cache, bias)
         return self.output_logits(hidden_BTD), routers
+
+    def decode_hidden(self, decoder_input_ids_BT, encoder_hidden_BSD, attention_mask_BS=None, cache=None, bias=None):
+        """The decoder's final hidden states [B, T, D] (what `decode` projects to logits)."""
+        return self.decoder(self.shared(decoder_input_ids_BT), source_BSD=encoder_hidden_BSD,
+                            source_mask_BS=attention_mask_BS, cache=cache, bias=bias)
 
     def output_weight(self) -> torch.Tensor | None:
         """The output projection [V, D]: the shared embedding when tied, else `lm_head`'s weight; None when
@@ -179,57 +156,16 @@ class T5(nn.Module):
             return self.shared.weight
         return self.lm_head.weight if isinstance(self.lm_head, nn.Linear) else None
 
-    def _output_input(self, hidden_BTD: torch.Tensor) -> torch.Tensor:
-        # Tied output embedding: Mesh-TF rescales by d_model**-0.5 (v1.1's untied head is not rescaled).
+    def output_input(self, hidden_BTD: torch.Tensor) -> torch.Tensor:
+        """The output layer's input. Tied output embedding: Mesh-TF rescales by d_model**-0.5 (v1.1's untied
+        head is not rescaled)."""
         return hidden_BTD * self.config.d_model**-0.5 if self.lm_head is None else hidden_BTD
 
     def output_logits(self, hidden_BTD: torch.Tensor) -> torch.Tensor:
         """Logits [B, T, V]."""
-        hidden_BTD = self._output_input(hidden_BTD)
-        weight_VD = self.output_weight()
-        if weight_VD is None:
+        if self.lm_head is not None:
             return self.lm_head(hidden_BTD)
-        B, T, D = hidden_BTD.shape
-        if B * T == 1:
-            blocks = self._one_row_output_blocks(weight_VD)
-            return linear(hidden_BTD, weight_VD) if blocks is None else linear_in_major(hidden_BTD, blocks)
-        if B * T <= 16:
-            # Decoding steps: CPU BLAS runs the thin product W h^T up to 2.6x faster than h W^T (measured at
-            # 8 rows x 32128 x 256); the logits come back as a transposed view.
-            return (weight_VD @ hidden_BTD.reshape(B * T, D).T).T.view(B, T, -1)
-        return F.linear(hidden_BTD, weight_VD)
-
-    def _one_row_output_blocks(self, weight_VD: torch.Tensor) -> torch.Tensor | None:
-        """The output weight as `row_blocks_in_major` for batch-1 decoding on CPU (fp32, no gradients), else None.
-
-        A cache, kept between `generate` calls: the copy costs V x D more memory and is built once (35 ms for
-        t5-efficient-tiny, 80 ms for -small on 2 cores); greedy decoding at batch 1 then ran 12% (tiny) and
-        2-5% (small) faster per token (interleaved runs in one process), so it pays for itself after ~45
-        (tiny) to ~150 (small) tokens. Rebuilt when the weight is another tensor, is updated in place (torch's
-        version counter: optimizer steps, `load_state_dict`, `nn.init`) or the thread count changes the blocks; dropped
-        when the model goes back to training mode; never pickled or deep-copied. Writes through `.data` are
-        the exception: torch does not count them, so after such a write call `model.train()` (then `.eval()`)
-        before decoding again.
-        """
-        if (torch.is_grad_enabled() or torch.compiler.is_compiling() or weight_VD.device.type != "cpu"
-                or weight_VD.dtype != torch.float32 or weight_VD.is_inference() or not weight_VD.is_contiguous()
-                or torch.is_autocast_enabled("cpu")):
-            return None
-        version = (weight_VD.data_ptr(), weight_VD._version, one_row_splits(weight_VD.shape[0]))
-        cached = self._one_row_output
-        if cached is None or cached[0]() is not weight_VD or cached[1] != version:
-            cached = self._one_row_output = (weakref.ref(weight_VD), version, row_blocks_in_major(weight_VD))
-        return cached[2]
-
-    def train(self, mode: bool = True) -> T5:
-        if mode:
-            self._one_row_output = None
-        else:
-            self._logits_buffer.release()
-        return super().train(mode)
-
-    def __getstate__(self) -> dict:
-        return {**super().__getstate__(), "_one_row_output": None}  # the logits buffer pickles empty itself
+        return F.linear(self.output_input(hidden_BTD), self.shared.weight)
 
     def shift_right(self, labels_BT: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: decoder inputs are the labels shifted right behind the start token."""
@@ -258,16 +194,10 @@ class T5(nn.Module):
         )
         routers += decoder_routers
         logits = loss = None
-        weight_VD = self.output_weight()
-        if (labels is not None and weight_VD is not None and self.training and torch.is_grad_enabled()
-                and product_dtype(weight_VD) != torch.float16 and not torch.compiler.is_compiling()):
-            # Training: the output layer and the loss in one step that never materialises the logits. Eager
-            # only: under torch.compile the plain path stays one graph, which the compiler fuses itself. Not
-            # in fp16: the fused loss makes the logits' gradients in the forward pass, before a GradScaler
-            # scales them up, and fp16 would flush many of them (of order 1 / (tokens x vocab)) to zero.
-            loss = linear_cross_entropy(self._output_input(hidden_BTD).flatten(0, 1), weight_VD, labels.flatten(),
-                                        self._logits_buffer)
-        else:
+        if labels is not None and self.output_loss is not None and self.training and torch.is_grad_enabled():
+            hidden_ND = self.output_input(hidden_BTD).flatten(0, 1)
+            loss = self.output_loss(hidden_ND, self.output_weight(), labels.flatten())
+        if loss is None:
             logits = self.output_logits(hidden_BTD)
             if labels is not None:
                 loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
@@ -292,15 +222,6 @@ class T5(nn.Module):
         """Parameters one token uses: all of them except, in each Switch layer, the experts it is not sent to."""
         inactive = sum(m.num_inactive_parameters() for m in self.modules() if hasattr(m, "num_inactive_parameters"))
         return self.num_parameters(exclude_embeddings) - inactive
-
-    def set_attention_backend(self, name: str) -> T5:
-        """Choose the attention kernel ("eager" is the reference; "sdpa" is PyTorch's fused one)."""
-        if name not in ATTENTION_BACKENDS:
-            raise ValueError(f"attention backend {name!r}: expected one of {', '.join(ATTENTION_BACKENDS)}")
-        for module in self.modules():
-            if isinstance(module, Attention):
-                module.kernel = ATTENTION_BACKENDS[name]
-        return self
 
     @torch.no_grad()
     def init_weights(self, generator: torch.Generator | None = None) -> None:
@@ -337,31 +258,17 @@ class T5(nn.Module):
             elif hasattr(module, "init_weights") and module is not self:
                 module.init_weights(generator)
 
-    # ----------------------------------------------------------------------------------------------------
-    # Conveniences users expect on the model; the code lives in the layers above (generation, interop).
-    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
-        """See `t5lab.generate.generate`."""
-        from t5lab.generate import generate
-
-        return generate(self, input_ids, attention_mask, **kwargs)
-
-    def save_pretrained(self, path, tokenizer=None) -> None:
-        """Write a Hugging Face checkpoint folder; see `t5lab.interop.hf.save_pretrained`."""
-        from t5lab.interop.hf import save_pretrained
-
-        save_pretrained(self, path, tokenizer=tokenizer)
-
 
 def build_model(
     config: ModelConfig,
     *,
-    attention: str = "eager",
     seed: int | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     init: bool = True,
 ) -> T5:
-    """A randomly initialised model for `config` (a Switch config gets its sparse layers)."""
+    """A randomly initialised plain model for `config` (a Switch config gets its sparse layers); speed paths
+    are applied from outside (`t5lab.kernels.apply`)."""
     factory = None
     if config.is_moe:
         from t5lab.model.moe import feed_forward_factory
@@ -376,4 +283,4 @@ def build_model(
         model.init_weights(generator)
     if dtype is not None:
         model.to(dtype)
-    return model.set_attention_backend(attention)
+    return model

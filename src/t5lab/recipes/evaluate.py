@@ -54,6 +54,7 @@ def evaluate(
     import torch
 
     from t5lab.data.seq2seq import encode_examples
+    from t5lab.kernels import apply
     from t5lab.predict import default_max_new_tokens, evaluate_task
     from t5lab.recipes.sources import load_split, resolve_data_dir, resolve_model, resolve_tasks
     from t5lab.train.loop import resolve_device
@@ -66,7 +67,8 @@ def evaluate(
     root = resolve_data_dir(data_dir, tasks)
     splits = {t.name: load_split(t, split, root, limit) for t in tasks}  # bad data fails before the model loads
     net, tok = resolve_model(model, tokenizer, seed=seed)
-    net.to(resolve_device(device, "--device")).eval()
+    run_device = resolve_device(device, "--device")
+    apply(net.to(run_device).eval(), device=run_device, training=False)
     out_dir.mkdir(parents=True, exist_ok=True)
     results, rows = {}, []
     for t in tasks:

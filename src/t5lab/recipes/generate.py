@@ -57,6 +57,7 @@ def generate(
     from t5lab.generate import generate as generate_ids
     from t5lab.generate import quantize_int8
     from t5lab.interop.hf import load_model
+    from t5lab.kernels import apply
     from t5lab.recipes.sources import model_tokenizer
     from t5lab.train.loop import resolve_device
 
@@ -78,6 +79,7 @@ def generate(
         )
     if quantize:
         net = quantize_int8(net)
+    net = apply(net, device=device, training=False)  # after quantising: it converts plain nn.Linear only
 
     encoded = tok.encode_batch(texts)
     ids = torch.full((len(texts), max(map(len, encoded))), tok.pad_id, dtype=torch.long)

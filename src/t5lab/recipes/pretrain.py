@@ -74,6 +74,8 @@ def pretrain(
         progress: show progress (a bar on a terminal, a line per tenth of the run otherwise).
     """
     from t5lab.data.pretraining import PretrainingStream
+    from t5lab.interop.hf import save_pretrained
+    from t5lab.kernels import apply
     from t5lab.recipes.recipe_files import resolve_recipe
     from t5lab.recipes.run_outputs import write_pretraining_card
     from t5lab.recipes.sources import pretraining_model, pretraining_tokenizer
@@ -92,7 +94,7 @@ def pretrain(
     ))
     _check_out(out_dir, resume)
     tok = pretraining_tokenizer(plan.tokenizer, plan.model)
-    net = pretraining_model(plan, tok.vocab_size)
+    net = apply(pretraining_model(plan, tok.vocab_size), device=plan.train.device)
     train_stream = PretrainingStream(plan.data, tok)
     held_out = plan.data.eval_fraction > 0 and plan.train.eval_batches > 0
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -104,7 +106,7 @@ def pretrain(
         meta={"model_config": net.config.to_dict(), "recipe": plan.to_dict()},
     )
     final = out_dir / "final"
-    net.save_pretrained(final, tokenizer=tok)
+    save_pretrained(net, final, tokenizer=tok)
     write_pretraining_card(final / "README.md", net, plan, result, read_metrics(result.metrics))
     first, last = _logged_losses(result.metrics)
     print(f"trained {net.config.name} ({net.num_parameters():,} parameters) for {result.step} steps: "

@@ -126,6 +126,7 @@ def scale_study(
 
     from t5lab.analysis.throughput import matmul_peak_flops, measure_training, random_batch
     from t5lab.data.pretraining import DataConfig, PretrainingStream
+    from t5lab.kernels import apply
     from t5lab.model import build_model
     from t5lab.train.loop import autocast_dtype, resolve_device
     from t5lab.train.loop import train as train_loop
@@ -156,7 +157,7 @@ def scale_study(
             continue
         step_seconds = None
         if budget == "minutes":
-            probe = build_model(config, seed=train.seed, device=device)
+            probe = apply(build_model(config, seed=train.seed, device=device), device=device)
             batch = random_batch(config, train.micro_batch_size, inputs_length, targets_length, device)
             timing = measure_training(probe, batch, device, dtype, repeats=2)
             step_seconds = timing.median_s * train.grad_accum
@@ -166,7 +167,7 @@ def scale_study(
         run_config = train.replace(steps=steps, warmup=min(train.warmup, steps // 10))
         print(f"{config.name}: {count_parameters(config).total:,} parameters, {steps} steps of "
               f"{train.batch_size} x {inputs_length} tokens", flush=True)
-        model = build_model(config, seed=train.seed)
+        model = apply(build_model(config, seed=train.seed), device=device)
         result = train_loop(
             model, run_config, PretrainingStream(data_config, tok), folder / config.name,
             eval_batches=lambda: PretrainingStream(data_config, tok, split="eval"),

@@ -10,8 +10,8 @@ Logits are computed as W h^T, [V, N]: CPU BLAS runs that product faster than h W
 912 x 256 x 32128 on 2 cores). On the output layer of t5-efficient-tiny at batch 8 x 114 targets, forward +
 backward took 400-470 ms here vs 510-630 ms for F.linear + F.cross_entropy (2 CPU cores, interleaved runs).
 
-On CPU the chunk's logits can live in a `LogitsBuffer` kept between steps (the model keeps one while it
-trains): a fresh 64 MiB block is above glibc's largest mmap threshold (32 MiB), so every step mapped it anew
+On CPU the chunk's logits can live in a `LogitsBuffer` kept between steps (`FusedOutputLoss` keeps one):
+a fresh 64 MiB block is above glibc's largest mmap threshold (32 MiB), so every step mapped it anew
 and the kernel zeroed it page by page, ~29k page faults per step of t5-efficient-tiny at batch 8.
 """
 
@@ -134,3 +134,23 @@ def linear_cross_entropy(hidden_ND: torch.Tensor, weight_VD: torch.Tensor, label
     F.cross_entropy on `logits.float()`; the gradients come back in the inputs' own dtypes.
     """
     return _LinearCrossEntropy.apply(hidden_ND, weight_VD, labels_N, buffer, product_dtype(weight_VD))
+
+
+class FusedOutputLoss:
+    """The model's `output_loss` seam (see `t5lab.model.t5.T5`): `linear_cross_entropy` with a logits buffer kept
+    between training steps; None (the model's plain logits + F.cross_entropy) where it does not apply.
+
+    Eager only: under torch.compile the plain path stays one graph, which the compiler fuses itself. Not in
+    fp16: the fused loss makes the logits' gradients in the forward pass, before a GradScaler scales them up,
+    and fp16 would flush many of them (of order 1 / (tokens x vocab)) to zero. Not for an output layer that
+    computes its own product (weight None, e.g. quantised).
+    """
+
+    def __init__(self) -> None:
+        self.buffer = LogitsBuffer()
+
+    def __call__(self, hidden_ND: torch.Tensor, weight_VD: torch.Tensor | None,
+                 labels_N: torch.Tensor) -> torch.Tensor | None:
+        if weight_VD is None or product_dtype(weight_VD) == torch.float16 or torch.compiler.is_compiling():
+            return None
+        return linear_cross_entropy(hidden_ND, weight_VD, labels_N, self.buffer)

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import t5lab.model.loss as loss_module
-from t5lab.model.loss import LogitsBuffer, linear_cross_entropy
+import t5lab.kernels.fused_loss as loss_module
+from t5lab.kernels.fused_loss import LogitsBuffer, linear_cross_entropy
 
 
 @pytest.mark.parametrize("buffer", [None, LogitsBuffer()])
