@@ -54,9 +54,9 @@ def evaluate(
     import torch
 
     from t5lab.data.seq2seq import encode_examples
+    from t5lab.device import resolve_device
     from t5lab.predict import evaluate_task
     from t5lab.recipes.sources import load_split, resolve_data_dir, resolve_model, resolve_tasks
-    from t5lab.train.loop import resolve_device
 
     tasks = resolve_tasks(task)
     root = resolve_data_dir(data_dir, tasks)
