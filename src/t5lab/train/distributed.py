@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import atexit
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from t5lab.errors import T5LabError
 
 # How long a collective waits for the slowest rank before failing (a checkpoint save or an evaluation on
 # rank 0 alone must fit in it). T5LAB_DIST_TIMEOUT_S overrides it.
@@ -83,3 +87,27 @@ def broadcast_text(text: str) -> str:
     box = [text]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+class RankSlice:
+    """Rank `rank`'s part of a one-rank batch source: of each micro-batch (the global micro-batch), the rows
+    [rank * n / world, (rank + 1) * n / world). The ranks together see exactly the global batches one rank
+    sees, and the position (the source's own) does not depend on the world size. Every rank reads all of the
+    data, so this suits small sources (fine-tuning sets); pre-training streams shard by rank themselves."""
+
+    def __init__(self, source: Any, rank: int, world_size: int) -> None:
+        self.source, self.rank, self.world_size = source, rank, world_size
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        for batch in self.source:
+            rows = len(batch["input_ids"])
+            if rows % self.world_size:
+                raise T5LabError(f"a micro-batch of {rows} examples does not split over {self.world_size} ranks")
+            part = rows // self.world_size
+            yield {k: v[self.rank * part:(self.rank + 1) * part] for k, v in batch.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.source.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.source.load_state_dict(state)

@@ -5,7 +5,8 @@ A checkpoint folder `step-NNNNNNNN/` (named as `t5lab.train.checkpoint` names th
 finds both kinds) holds
     .metadata, __*_*.distcp   DCP's files: {"model": ..., "optimizer": ...} in get_state_dict's form
     training.pt               schedule, data position, TrainState (rank 0; weights_only-loadable)
-    rng-rank-NNNNN.pt         each rank's RNG states (a resume on the same world size continues them)
+    rank-NNNNN.pt             each rank's RNG states and data position (a resume on the same world size
+                              continues them; on another, ranks start from rank 0's global data position)
     meta.json                 step, configs, world size
 Every rank writes into one hidden `.tmp-step-*` folder that rank 0 names; after a barrier rank 0 fsyncs and
 renames it into place, so a `step-*` folder is always complete and a half-written one is never loaded.
@@ -59,9 +60,9 @@ def save(root: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimiz
     tmp = Path(broadcast_text(tmp_name))
     model_state, optimizer_state = get_state_dict(model, optimizer)
     dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp)
-    torch.save(rng_state(), tmp / f"rng-rank-{rank:05d}.pt")
+    torch.save({"rng": rng_state(), "data": training["data"]}, tmp / f"rank-{rank:05d}.pt")
     if rank == 0:
-        torch.save(training, tmp / "training.pt")
+        torch.save({**training, "world_size": world().size}, tmp / "training.pt")
         (tmp / "meta.json").write_text(json.dumps({"step": step, **meta}, indent=2, default=str) + "\n")
     barrier()  # every rank's shards are written
     if rank == 0:
@@ -79,12 +80,13 @@ def save(root: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimiz
 
 
 def read_training(path: Path) -> dict[str, Any]:
-    """The training state (schedule, data, TrainState), with this rank's RNG under 'rng' when the checkpoint
-    has one for it (a checkpoint from a smaller world has none for the new ranks)."""
+    """The training state (schedule, data, TrainState). On the world size that wrote it, with this rank's own
+    RNG ('rng') and data position; on another, rank 0's data position (a world-size-independent stream's
+    global position) and no 'rng'."""
     training = torch.load(path / "training.pt", map_location="cpu", weights_only=True)
-    rng = path / f"rng-rank-{world().rank:05d}.pt"
-    if rng.is_file():
-        training["rng"] = torch.load(rng, map_location="cpu", weights_only=True)
+    own = path / f"rank-{world().rank:05d}.pt"
+    if training.pop("world_size", None) == world().size and own.is_file():
+        training.update(torch.load(own, map_location="cpu", weights_only=True))
     return training
 
 
