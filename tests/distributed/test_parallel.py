@@ -77,6 +77,7 @@ def test_sharded_checkpoints_are_complete_folders(runs):
     assert not list((runs / "fsdp" / "checkpoints").glob(".tmp-*"))
 
 
+@pytest.mark.slow  # two launches: ~40 s on 2 cores
 def test_killing_one_rank_stops_the_run_and_resume_continues_exactly(runs, tmp_path):
     out = str(tmp_path / "killed")
     start = time.perf_counter()

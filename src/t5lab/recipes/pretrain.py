@@ -18,6 +18,7 @@ from t5lab.model import T5, build_model
 from t5lab.recipes.recipe_files import PretrainRecipe, find_recipe, parse_recipe
 from t5lab.recipes.span_sample import held_out_text, span_fill_sample
 from t5lab.train.checkpoint import latest_checkpoint
+from t5lab.train.distributed import world
 from t5lab.train.loop import TrainResult, train
 from t5lab.train.metrics import read_metrics
 
@@ -44,6 +45,8 @@ def pretrain(
     device: str | None = None,
     precision: str | None = None,
     compile: bool | None = None,
+    parallel: str | None = None,
+    activation_checkpointing: bool | None = None,
     dropout: float | None = None,
     resume: bool = False,
     progress: bool = True,
@@ -80,6 +83,8 @@ def pretrain(
         device: 'auto', 'cpu', 'cuda' or 'cuda:N'.
         precision: 'auto' (bf16 autocast on GPUs and CPUs that compute bf16 natively, else fp32), 'fp32' or 'bf16'.
         compile: run the model through torch.compile.
+        parallel: under torchrun, 'ddp' or 'fsdp' (FSDP2, sharded per T5 block); see docs/distributed.md.
+        activation_checkpointing: recompute each T5 block's activations in the backward pass (less memory).
         dropout: dropout rate (overrides the recipe and the checkpoint's config).
         resume: continue the run in OUT from its latest checkpoint.
         progress: show progress (a bar on a terminal, a line per tenth of the run otherwise).
@@ -91,15 +96,20 @@ def pretrain(
         data={"sources": [data] if isinstance(data, str) else data, "inputs_length": inputs_length, "seed": seed},
         train={"steps": steps, "batch_size": batch_size, "grad_accum": grad_accum, "lr": lr, "optimizer": optimizer,
                "eval_every": eval_every, "save_every": save_every, "log_every": log_every, "seed": seed,
-               "device": device, "precision": precision, "compile": compile, "progress": progress},
+               "device": device, "precision": precision, "compile": compile, "progress": progress,
+               "parallel": parallel, "activation_checkpointing": activation_checkpointing},
     ))
     _check_out(out_dir, resume)
     tok = load_tokenizer(plan.tokenizer, plan.model)
     net = _build_model(plan, tok.vocab_size)
-    train_stream = PretrainingStream(plan.data, tok)
+    # Under torchrun each rank streams its part of every global batch (batch_size is the global batch).
+    ranks = world()
+    rank_data = plan.data.replace(batch_size=plan.train.rank_micro_batch_size(ranks.size))
+    train_stream = PretrainingStream(rank_data, tok, rank=ranks.rank, world_size=ranks.size)
     held_out = plan.data.eval_fraction > 0 and plan.train.eval_batches > 0
     out_dir.mkdir(parents=True, exist_ok=True)
-    plan.save(out_dir / RESOLVED)
+    if ranks.is_main:
+        plan.save(out_dir / RESOLVED)
     result = train(
         net, plan.train, train_stream, out_dir,
         eval_batches=(lambda: PretrainingStream(plan.data, tok, split="eval")) if held_out else None,
@@ -107,6 +117,9 @@ def pretrain(
         meta={"model": net.config.to_hf(), "recipe": plan.to_dict()},
     )
     final = out_dir / "final"
+    if result.model is None:  # not rank 0: it alone exports and reports
+        return final
+    net = result.model
     net.save_pretrained(final, tokenizer=tok)
     _write_model_card(final / "README.md", net, plan, result, read_metrics(result.metrics))
     first, last = _logged_losses(result.metrics)
