@@ -12,13 +12,15 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "t5lab"
 
-# What each package may import from t5lab (besides itself). Leaf modules: config, shapes, errors, metrics, files.
-LEAVES = {"config", "shapes", "errors", "metrics", "files"}
+# What each package may import from t5lab (besides itself). Leaf modules: config, shapes, errors, metrics, files,
+# device.
+LEAVES = {"config", "shapes", "errors", "metrics", "files", "device"}
 ALLOWED = {
     "config": LEAVES,
     "shapes": LEAVES,
     "errors": set(),
     "files": set(),
+    "device": {"errors"},
     "metrics": {"errors"},
     "model": LEAVES,
     "kernels": LEAVES | {"model"},

@@ -148,7 +148,7 @@ def test_a_switch_model_logs_its_router_statistics(tiny_config, tmp_path):
 @pytest.mark.parametrize("has_bf16", [True, False])
 def test_auto_precision_is_bf16_where_the_cpu_computes_it(monkeypatch, has_bf16):
     from t5lab.analysis.throughput import compute_dtype
-    from t5lab.train.loop import autocast_dtype
+    from t5lab.device import autocast_dtype
 
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": has_bf16, "avx2": True})
     cpu = torch.device("cpu")
@@ -164,7 +164,7 @@ def test_auto_precision_on_cuda_needs_native_bf16(monkeypatch, major):
     """Volta/Turing emulate bf16 (slowly): 'auto' keeps fp32 there, as it does on CPUs without AVX512-BF16."""
     from types import SimpleNamespace
 
-    from t5lab.train.loop import native_bf16
+    from t5lab.device import native_bf16
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(major=major))
@@ -183,12 +183,12 @@ def test_the_evaluator_runs_outside_autocast(tiny_config, tmp_path):
 
 def test_auto_precision_is_kept_by_a_resumed_run(tiny_config, tmp_path, monkeypatch):
     """Resumed on a machine that resolves 'auto' otherwise, the run keeps its bf16 and continues exactly."""
-    import t5lab.train.loop as loop_module
+    import t5lab.device as device_module
 
     config = dataclasses.replace(CONFIG, precision="auto", eval_batches=0)
-    monkeypatch.setattr(loop_module, "native_bf16", lambda device: True)
+    monkeypatch.setattr(device_module, "native_bf16", lambda device: True)
     _, straight = _run(tiny_config, tmp_path / "straight", config)
     _run(tiny_config, tmp_path / "split", config, stop_after=5)
-    monkeypatch.setattr(loop_module, "native_bf16", lambda device: False)
+    monkeypatch.setattr(device_module, "native_bf16", lambda device: False)
     _, resumed = _run(tiny_config, tmp_path / "split", config, resume=True)
     assert _losses(resumed) == _losses(straight)

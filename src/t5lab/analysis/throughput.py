@@ -46,11 +46,11 @@ from torch import nn
 
 from t5lab.analysis.counting import count_parameters, forward_flops, training_flops
 from t5lab.config import ModelConfig
+from t5lab.device import autocast, autocast_dtype
+from t5lab.device import resolve_device as train_device
 from t5lab.errors import T5LabError
 from t5lab.kernels import apply
 from t5lab.model import KVCache, build_model
-from t5lab.train.loop import autocast_dtype
-from t5lab.train.loop import resolve_device as train_device
 
 Precision = Literal["auto", "fp32", "bf16"]
 
@@ -78,7 +78,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def compute_dtype(precision: Precision, device: torch.device) -> torch.dtype:
-    """The dtype training runs in for `precision` (`t5lab.train.loop.autocast_dtype`), fp32 for no autocast."""
+    """The dtype training runs in for `precision` (`t5lab.device.autocast_dtype`), fp32 for no autocast."""
     return autocast_dtype(precision, device) or torch.float32
 
 
@@ -170,12 +170,6 @@ def peak_memory(device: torch.device):
 
 # --------------------------------------------------------------------------------------------------------
 # Measurements
-def _autocast(device: torch.device, dtype: torch.dtype):
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
-
-
 def random_batch(config: ModelConfig, batch_size: int, input_length: int, target_length: int,
                  device: torch.device, seed: int = 0) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
@@ -194,7 +188,7 @@ def measure_training(model: nn.Module, batch: dict[str, torch.Tensor], device: t
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def step() -> None:
-        with _autocast(device, dtype):
+        with autocast(device, dtype):
             loss = model(**batch).loss
         loss.backward()
         optimizer.step()
@@ -224,7 +218,7 @@ def measure_inference(model: nn.Module, input_ids_BS: torch.Tensor, target_lengt
     model.eval()
 
     def run() -> None:
-        with _autocast(device, dtype):
+        with autocast(device, dtype):
             greedy_decode(model, input_ids_BS, target_length)
 
     return time_repeats(run, device, repeats, warmup)

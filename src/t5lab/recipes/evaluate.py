@@ -54,10 +54,10 @@ def evaluate(
     import torch
 
     from t5lab.data.seq2seq import encode_examples
+    from t5lab.device import resolve_device
     from t5lab.kernels import apply
     from t5lab.predict import default_max_new_tokens, evaluate_task
     from t5lab.recipes.sources import load_split, resolve_data_dir, resolve_model, resolve_tasks
-    from t5lab.train.loop import resolve_device
 
     tasks = resolve_tasks(task)
     out_dir = Path(out) if out else Path("runs/evaluate") / "+".join(t.name.replace("/", "-") for t in tasks)

@@ -103,6 +103,7 @@ def finetune(
     from t5lab.predict import TaskResult, evaluate_task
     from t5lab.recipes.run_outputs import AVERAGE, export_best, flatten, plot_learning_curve
     from t5lab.recipes.sources import load_split, resolve_data_dir, resolve_model, resolve_tasks, with_dropout
+    from t5lab.train.distributed import RankSlice, world
     from t5lab.train.loop import Monitor, train
 
     tasks = resolve_tasks(task)
@@ -132,6 +133,8 @@ def finetune(
                       f"{enc.truncated_targets} targets to {max_target_length} tokens", file=sys.stderr)
     stream = FinetuneStream(train_sets, config.micro_batch_size, rates=mixing, cap=mixing_cap,
                             temperature=mixing_temperature, seed=seed, pad_id=tok.pad_id)
+    ranks = world()  # under torchrun, each rank trains on its rows of every micro-batch (batch_size is global)
+    batches = RankSlice(stream, ranks.rank, ranks.size) if ranks.size > 1 else stream
     eval_bs = eval_batch_size or batch_size
     several = len(tasks) > 1
     out_dir = Path(out)
@@ -154,7 +157,7 @@ def finetune(
     result = train(
         net,
         config.replace(eval_batches=n_eval_batches),
-        stream,
+        batches,
         out_dir,
         eval_batches=lambda: (b for v in valid_sets.values() for b in eval_batches(v, eval_bs, tok.pad_id)),
         evaluator=evaluator,
@@ -162,6 +165,8 @@ def finetune(
         resume=resume,
         meta={"task": [t.name for t in tasks], "model": str(model), "model_config": net.config.to_dict()},
     )
+    if not ranks.is_main:
+        return {"step": result.step, "out": str(out_dir)}
     curve = plot_learning_curve(out_dir / "metrics.jsonl", out_dir / "learning_curve.png", monitor.metric)
     summary = {
         "step": result.step,

@@ -54,12 +54,12 @@ def generate(
     """
     import torch
 
+    from t5lab.device import resolve_device
     from t5lab.generate import generate as generate_ids
     from t5lab.generate import quantize_int8
     from t5lab.interop.hf import load_model
     from t5lab.kernels import apply
     from t5lab.recipes.sources import model_tokenizer
-    from t5lab.train.loop import resolve_device
 
     if model is None:
         raise T5LabError("generate: give --model (a checkpoint folder or a shape name such as t5-efficient-tiny)")

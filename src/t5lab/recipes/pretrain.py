@@ -33,6 +33,8 @@ def pretrain(
     device: str | None = None,
     precision: str | None = None,
     compile: bool | None = None,
+    parallel: str | None = None,
+    activation_checkpointing: bool | None = None,
     dropout: float | None = None,
     resume: bool = False,
     progress: bool = True,
@@ -69,6 +71,8 @@ def pretrain(
         device: 'auto', 'cpu', 'cuda' or 'cuda:N'.
         precision: 'auto' (bf16 autocast on GPUs and CPUs that compute bf16 natively, else fp32), 'fp32' or 'bf16'.
         compile: run the model through torch.compile.
+        parallel: under torchrun, 'ddp' or 'fsdp' (FSDP2, sharded per T5 block); see docs/distributed.md.
+        activation_checkpointing: recompute each T5 block's activations in the backward pass (less memory).
         dropout: dropout rate (overrides the recipe and the checkpoint's config).
         resume: continue the run in OUT from its latest checkpoint.
         progress: show progress (a bar on a terminal, a line per tenth of the run otherwise).
@@ -80,6 +84,7 @@ def pretrain(
     from t5lab.recipes.run_outputs import write_pretraining_card
     from t5lab.recipes.sources import pretraining_model, pretraining_tokenizer
     from t5lab.recipes.span_sample import held_out_text, span_fill_sample
+    from t5lab.train.distributed import world
     from t5lab.train.loop import train
     from t5lab.train.metrics import read_metrics
 
@@ -90,15 +95,20 @@ def pretrain(
         data={"sources": [data] if isinstance(data, str) else data, "inputs_length": inputs_length, "seed": seed},
         train={"steps": steps, "batch_size": batch_size, "grad_accum": grad_accum, "lr": lr, "optimizer": optimizer,
                "eval_every": eval_every, "save_every": save_every, "log_every": log_every, "seed": seed,
-               "device": device, "precision": precision, "compile": compile, "progress": progress},
+               "device": device, "precision": precision, "compile": compile, "progress": progress,
+               "parallel": parallel, "activation_checkpointing": activation_checkpointing},
     ))
     _check_out(out_dir, resume)
     tok = pretraining_tokenizer(plan.tokenizer, plan.model)
     net = apply(pretraining_model(plan, tok.vocab_size), device=plan.train.device)
-    train_stream = PretrainingStream(plan.data, tok)
+    # Under torchrun each rank streams its part of every global batch (batch_size is the global batch).
+    ranks = world()
+    rank_data = plan.data.replace(batch_size=plan.train.rank_micro_batch_size(ranks.size))
+    train_stream = PretrainingStream(rank_data, tok, rank=ranks.rank, world_size=ranks.size)
     held_out = plan.data.eval_fraction > 0 and plan.train.eval_batches > 0
     out_dir.mkdir(parents=True, exist_ok=True)
-    plan.save(out_dir / RESOLVED)
+    if ranks.is_main:
+        plan.save(out_dir / RESOLVED)
     result = train(
         net, plan.train, train_stream, out_dir,
         eval_batches=(lambda: PretrainingStream(plan.data, tok, split="eval")) if held_out else None,
@@ -106,6 +116,9 @@ def pretrain(
         meta={"model_config": net.config.to_dict(), "recipe": plan.to_dict()},
     )
     final = out_dir / "final"
+    if result.model is None:  # not rank 0: it alone exports and reports
+        return final
+    net = result.model
     save_pretrained(net, final, tokenizer=tok)
     write_pretraining_card(final / "README.md", net, plan, result, read_metrics(result.metrics))
     first, last = _logged_losses(result.metrics)

@@ -126,9 +126,9 @@ def scale_study(
 
     from t5lab.analysis.throughput import matmul_peak_flops, measure_training, random_batch
     from t5lab.data.pretraining import DataConfig, PretrainingStream
+    from t5lab.device import autocast_dtype, resolve_device
     from t5lab.kernels import apply
     from t5lab.model import build_model
-    from t5lab.train.loop import autocast_dtype, resolve_device
     from t5lab.train.loop import train as train_loop
 
     if not shapes:

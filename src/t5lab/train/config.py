@@ -16,9 +16,13 @@ from t5lab.errors import T5LabError
 OptimizerName = Literal["adamw", "adamwscale", "adafactor"]
 ScheduleName = Literal["cosine", "linear", "inverse-sqrt", "constant"]
 Precision = Literal["auto", "fp32", "bf16"]
+Parallel = Literal["ddp", "fsdp"]
+HostMemory = Literal["auto", "keep", "default"]
 OPTIMIZERS: tuple[str, ...] = ("adamw", "adamwscale", "adafactor")
 SCHEDULES: tuple[str, ...] = ("cosine", "linear", "inverse-sqrt", "constant")
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+PARALLELS: tuple[str, ...] = ("ddp", "fsdp")
+HOST_MEMORIES: tuple[str, ...] = ("auto", "keep", "default")
 
 
 @dataclass(frozen=True)
@@ -27,8 +31,9 @@ class TrainConfig:
 
     Args:
         steps: optimiser steps to train for (the schedule spans them).
-        batch_size: examples per optimiser step, summed over gradient-accumulation micro-batches.
-        grad_accum: micro-batches per step; each holds batch_size / grad_accum examples.
+        batch_size: examples per optimiser step, summed over gradient-accumulation micro-batches and, under
+            torchrun, over all ranks (the global batch).
+        grad_accum: micro-batches per step; each holds batch_size / (grad_accum x world size) examples.
         lr: peak learning rate (reached at the end of warmup).
         optimizer: 'adamw', 'adamwscale' (nanoT5: AdamW scaled by each tensor's RMS) or 'adafactor'.
         betas: Adam's (beta1, beta2).
@@ -48,6 +53,11 @@ class TrainConfig:
         log_every: write a metrics row every this many steps.
         seed: seeds the model initialisation, dropout and the data order.
         device: 'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'.
+        host_memory: 'keep' lets glibc keep freed memory for the next step (`t5lab.device.keep_freed_memory`),
+            'default' leaves malloc alone, 'auto' keeps it on CPU runs; recorded in each checkpoint's meta.
+        parallel: under torchrun, 'ddp' (replicated model, all-reduced gradients) or 'fsdp' (FSDP2: parameters,
+            gradients and optimiser state sharded per T5 block).
+        activation_checkpointing: recompute each T5 block's activations in the backward pass (less memory).
         tensorboard: also write TensorBoard event files (needs the `tensorboard` package).
         progress: show a tqdm progress bar.
     """
@@ -73,6 +83,9 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     device: str = "auto"
+    host_memory: HostMemory = "auto"
+    parallel: Parallel = "ddp"
+    activation_checkpointing: bool = False
     tensorboard: bool = False
     progress: bool = True
 
@@ -96,6 +109,8 @@ class TrainConfig:
         need(self.optimizer in OPTIMIZERS, "optimizer", f"one of {', '.join(OPTIMIZERS)}")
         need(self.schedule in SCHEDULES, "schedule", f"one of {', '.join(SCHEDULES)}")
         need(self.precision in PRECISIONS, "precision", f"one of {', '.join(PRECISIONS)}")
+        need(self.parallel in PARALLELS, "parallel", f"one of {', '.join(PARALLELS)}")
+        need(self.host_memory in HOST_MEMORIES, "host_memory", f"one of {', '.join(HOST_MEMORIES)}")
         need(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", "two numbers in [0, 1)")
         need(self.eps > 0, "eps", "a positive number")
         need(self.weight_decay >= 0, "weight_decay", "0 or a positive number")
@@ -104,6 +119,13 @@ class TrainConfig:
     @property
     def micro_batch_size(self) -> int:
         return self.batch_size // self.grad_accum
+
+    def rank_micro_batch_size(self, world_size: int) -> int:
+        """Examples per micro-batch on each of `world_size` ranks (`batch_size` is the global batch)."""
+        if self.batch_size % (self.grad_accum * world_size):
+            raise T5LabError(f"batch_size={self.batch_size}: expected a multiple of world size x grad_accum = "
+                             f"{world_size} x {self.grad_accum} (batch_size is the global batch under torchrun)")
+        return self.batch_size // (self.grad_accum * world_size)
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
