@@ -17,7 +17,7 @@ ALLOWED = {
     "config": LEAVES,
     "shapes": LEAVES,
     "errors": set(),
-    "files": set(),
+    "files": {"errors"},
     "metrics": {"errors"},
     "model": LEAVES,
     "data": LEAVES,

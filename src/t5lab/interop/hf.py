@@ -50,6 +50,7 @@ from safetensors.torch import load_file, save_file
 
 from t5lab.config import ModelConfig
 from t5lab.errors import T5LabError
+from t5lab.files import make_folder, os_errors, process_alive, remove_dead_leftovers
 from t5lab.model import T5, build_model
 
 # t5lab name → transformers name. `{}` is the block index. The feed-forward and norms sit at sublayer 1 in the
@@ -255,28 +256,44 @@ def _is_generated(name: str) -> bool:
 
 
 def _write_folder_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Run `write` on a fresh sibling folder, then put it in place of `path` by renames."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Run `write` on a fresh sibling folder, then put it in place of `path` by renames. Leftovers of a write
+    killed earlier (`.NAME.tmp-PID-*`, `.NAME.old-PID-*` whose PID has died) are cleaned first; an OS failure
+    (disk full, permission, read-only) is a one-line `T5LabError` naming the path."""
+    make_folder(path.parent)
+    _clean_killed_writes(path)
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp = path.with_name(f".{path.name}.tmp-{tag}")
-    tmp.mkdir()
-    try:
-        write(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if not path.exists():
+    with os_errors(path):
+        tmp.mkdir()
+        try:
+            write(tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if not path.exists():
+            os.replace(tmp, path)
+            return
+        # A folder cannot be replaced in one rename: move the old one aside (a crash here leaves it intact
+        # under `.NAME.old-*`, put back by the next write), then carry over its files that the new checkpoint
+        # does not supersede.
+        old = path.with_name(f".{path.name}.old-{tag}")
+        os.replace(path, old)
         os.replace(tmp, path)
-        return
-    # A folder cannot be replaced in one rename: move the old one aside (a crash here leaves it intact under
-    # `.NAME.old-*`), then carry over its files that the new checkpoint does not supersede.
-    old = path.with_name(f".{path.name}.old-{tag}")
-    os.replace(path, old)
-    os.replace(tmp, path)
-    for entry in old.iterdir():
-        if not _is_generated(entry.name) and not (path / entry.name).exists():
-            os.replace(entry, path / entry.name)
-    shutil.rmtree(old)
+        for entry in old.iterdir():
+            if not _is_generated(entry.name) and not (path / entry.name).exists():
+                os.replace(entry, path / entry.name)
+        shutil.rmtree(old)
+
+
+def _clean_killed_writes(path: Path) -> None:
+    name = re.escape(path.name)
+    if not path.exists():  # killed between moving the old folder aside and moving the new one in
+        for old in sorted(path.parent.glob(f".{path.name}.old-*")):
+            match = re.match(rf"^\.{name}\.old-(\d+)-", old.name)
+            if match and not process_alive(int(match.group(1))):
+                os.replace(old, path)
+                break
+    remove_dead_leftovers(path.parent, re.compile(rf"^\.{name}\.(?:tmp|old)-(?P<pid>\d+)-"))
 
 
 # --------------------------------------------------------------------------------------------------------

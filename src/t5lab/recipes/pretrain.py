@@ -7,6 +7,7 @@ Composes the pieces: a recipe (YAML) → tokenizer, model, `PretrainingStream` (
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,14 @@ from t5lab.config import ModelConfig
 from t5lab.data.builtin_corpus import BUILTIN
 from t5lab.data.pretraining import PretrainingStream
 from t5lab.errors import T5LabError
+from t5lab.files import write_atomic
 from t5lab.model import T5, build_model
 from t5lab.recipes.recipe_files import PretrainRecipe, find_recipe, parse_recipe
 from t5lab.recipes.span_sample import held_out_text, span_fill_sample
-from t5lab.train.checkpoint import latest_checkpoint
+from t5lab.train.checkpoint import check_checkpoint_fits, latest_checkpoint, list_checkpoints
 from t5lab.train.loop import TrainResult, train
 from t5lab.train.metrics import read_metrics
+from t5lab.train.run_lock import run_folder_lock
 
 DEFAULT_RECIPE = "quickstart-cpu"
 RESOLVED = "recipe.yaml"
@@ -93,22 +96,27 @@ def pretrain(
                "eval_every": eval_every, "save_every": save_every, "log_every": log_every, "seed": seed,
                "device": device, "precision": precision, "compile": compile, "progress": progress},
     ))
-    _check_out(out_dir, resume)
-    tok = load_tokenizer(plan.tokenizer, plan.model)
-    net = _build_model(plan, tok.vocab_size)
-    train_stream = PretrainingStream(plan.data, tok)
-    held_out = plan.data.eval_fraction > 0 and plan.train.eval_batches > 0
-    out_dir.mkdir(parents=True, exist_ok=True)
-    plan.save(out_dir / RESOLVED)
-    result = train(
-        net, plan.train, train_stream, out_dir,
-        eval_batches=(lambda: PretrainingStream(plan.data, tok, split="eval")) if held_out else None,
-        resume=resume,
-        meta={"model": net.config.to_hf(), "recipe": plan.to_dict()},
-    )
-    final = out_dir / "final"
-    net.save_pretrained(final, tokenizer=tok)
-    _write_model_card(final / "README.md", net, plan, result, read_metrics(result.metrics))
+    _check_is_folder(out_dir)
+    with run_folder_lock(out_dir):
+        resume_from = _check_out(out_dir, resume)
+        tok = load_tokenizer(plan.tokenizer, plan.model)
+        net = _build_model(plan, tok.vocab_size)
+        if resume_from is not None:
+            # Before recipe.yaml is rewritten: a resume whose overrides do not fit the run's checkpoint must
+            # fail without touching the run, so that a plain --resume still works afterwards.
+            check_checkpoint_fits(resume_from, net)
+        train_stream = PretrainingStream(plan.data, tok)
+        held_out = plan.data.eval_fraction > 0 and plan.train.eval_batches > 0
+        plan.save(out_dir / RESOLVED)
+        result = train(
+            net, plan.train, train_stream, out_dir,
+            eval_batches=(lambda: PretrainingStream(plan.data, tok, split="eval")) if held_out else None,
+            resume=resume_from is not None,
+            meta={"model": net.config.to_hf(), "recipe": plan.to_dict()},
+        )
+        final = out_dir / "final"
+        net.save_pretrained(final, tokenizer=tok)
+        _write_model_card(final / "README.md", net, plan, result, read_metrics(result.metrics))
     first, last = _logged_losses(result.metrics)
     print(f"trained {net.config.name} ({net.num_parameters():,} parameters) for {result.step} steps: "
           f"loss {first:.3f} → {last:.3f}"
@@ -127,15 +135,33 @@ def _resolve(recipe: str | None, out: Path, resume: bool, overrides: dict[str, A
     return parse_recipe(where, text, overrides)
 
 
-def _check_out(out: Path, resume: bool) -> None:
-    """Never overwrite a run: a fresh run needs a folder without one; --resume needs a checkpoint."""
+def _check_is_folder(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise T5LabError(f"{out}: exists and is not a folder (--out must name a run folder)")
-    has_run = (out / "metrics.jsonl").exists() or latest_checkpoint(out / "checkpoints") is not None
-    if resume and latest_checkpoint(out / "checkpoints") is None:
-        raise T5LabError(f"{out}: no checkpoint to resume from (run without --resume to start a new run)")
-    if has_run and not resume:
+
+
+def _check_out(out: Path, resume: bool) -> Path | None:
+    """Never overwrite a run, never wedge one. Returns the checkpoint to resume from (None: start fresh).
+
+    A fresh run needs a folder without checkpoints; --resume needs an intact one. A folder whose run was
+    killed before its first checkpoint holds nothing to keep: either way it starts afresh, saying so.
+    """
+    checkpoints = out / "checkpoints"
+    found = list_checkpoints(checkpoints)
+    if found and not resume:
         raise T5LabError(f"{out}: already holds a run; continue it with --resume true or choose another --out")
+    if not found:
+        if (out / "metrics.jsonl").exists() or (out / RESOLVED).exists():
+            print(f"t5lab: {out} holds no checkpoint (its run stopped before the first save); starting it afresh",
+                  file=sys.stderr)
+        elif resume:
+            print(f"t5lab: {out}: no checkpoint to resume from; starting a new run", file=sys.stderr)
+        return None
+    latest = latest_checkpoint(checkpoints)
+    if latest is None:
+        raise T5LabError(f"{checkpoints}: none of its {len(found)} checkpoints is intact and finite (see above); "
+                         "move the folder aside and start a new run")
+    return latest
 
 
 def load_tokenizer(spec: str, model: str):
@@ -215,4 +241,4 @@ def _write_model_card(path: Path, net: T5, recipe: PretrainRecipe, result: Train
         lines.append(f"| held-out | loss {result.eval['eval_loss']:.3f}, token accuracy {result.eval['eval_accuracy']:.3f} |")
     lines += ["", "Load it with `t5lab.interop.hf.load_pretrained(folder)` or transformers' "
               "`T5ForConditionalGeneration.from_pretrained(folder)`.", ""]
-    path.write_text("\n".join(lines))
+    write_atomic(path, "\n".join(lines).encode())
