@@ -86,7 +86,10 @@ FAMILIES: dict[str, tuple[dict[str, Size], dict]] = {
 MOE_DEFAULTS: dict[str, object] = dict(
     encoder_sparse_step=2,  # a Switch layer in every second block, as in all published Switch-Base/Large models
     decoder_sparse_step=2,
-    expert_capacity=None,  # use the capacity factors: 1.25 in training, 2.0 in evaluation (ST-MoE)
+    # The published checkpoints' fixed 64 slots per expert per sequence (their config.json), which is all
+    # transformers knows: a t5lab-made Switch folder then computes the same there. `expert_capacity=None`
+    # switches to ST-MoE's capacity factors (1.25 in training, 2.0 in evaluation: ceil(T/E x factor)).
+    expert_capacity=64,
     capacity_factor_train=1.25,
     capacity_factor_eval=2.0,
     router_top_k=1,

@@ -40,6 +40,7 @@ import pickle
 import re
 import shutil
 import uuid
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -226,6 +227,14 @@ def save_pretrained(model: T5, path: str | Path, tokenizer: Any = None) -> Path:
     if path.exists() and not path.is_dir():
         raise T5LabError(f"{path}: exists and is not a folder (expected a checkpoint folder to write)")
     config = model.config
+    if config.is_moe and config.expert_capacity is None:
+        warnings.warn(
+            f"{path}: this Switch model routes with capacity factors (ceil(T/E x {config.capacity_factor_train}) "
+            f"slots per expert in training, x {config.capacity_factor_eval} in evaluation) but transformers only "
+            "knows a fixed expert_capacity, written as 64: where capacity binds, transformers' outputs differ "
+            "from t5lab's (t5lab reloads the factors). Set expert_capacity to make them agree.",
+            stacklevel=2,
+        )
     tensors = to_hf_state_dict(model)
     hf_config = config.to_hf()
     if config.name != "custom":
