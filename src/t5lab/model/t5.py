@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from t5lab.config import ModelConfig
+from t5lab.errors import T5LabError
 from t5lab.model.attention import ATTENTION_BACKENDS, Attention, KVCache
 from t5lab.model.layers import (
     Dropout,
@@ -362,11 +363,16 @@ def build_model(
     init: bool = True,
 ) -> T5:
     """A randomly initialised model for `config` (a Switch config gets its sparse layers)."""
+    if not isinstance(config, ModelConfig):
+        raise T5LabError(f"build_model: config is a {type(config).__name__}, expected a ModelConfig "
+                         f"(for a shape name: build_model(ModelConfig.from_name({config!r})))")
     factory = None
     if config.is_moe:
         from t5lab.model.moe import feed_forward_factory
 
         factory = feed_forward_factory(config)
+    if torch.device(device or "cpu").type != "meta":
+        _check_fits_in_memory(config, factory, torch.device(device or "cpu"), dtype or torch.get_default_dtype())
     with torch.device(device or "cpu"):
         model = T5(config, factory)
     if init and torch.device(device or "cpu").type != "meta":
@@ -377,3 +383,31 @@ def build_model(
     if dtype is not None:
         model.to(dtype)
     return model.set_attention_backend(attention)
+
+
+def _check_fits_in_memory(config: ModelConfig, factory: Any, device: torch.device, dtype: torch.dtype) -> None:
+    """Refuse up front a model whose parameters alone exceed the device's free memory, naming both, instead
+    of letting the allocator try for (say) a terabyte. Counted on the meta device: no memory is used."""
+    with torch.device("meta"):
+        shape = T5(config, factory)
+    need = sum(p.numel() for p in shape.parameters()) * dtype.itemsize
+    available = _free_memory(device)
+    if available is not None and need > available:
+        raise T5LabError(f"model '{config.name}': its parameters need {need:,} bytes ({need / 2**30:,.1f} GiB) "
+                         f"in {str(dtype).removeprefix('torch.')}, more than the {available:,} bytes "
+                         f"({available / 2**30:,.1f} GiB) available on {device}")
+
+
+def _free_memory(device: torch.device) -> int | None:
+    """Free memory on `device` in bytes (None when unknown)."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+    return None

@@ -101,6 +101,7 @@ def pretrain(
         resume_from = _check_out(out_dir, resume)
         tok = load_tokenizer(plan.tokenizer, plan.model)
         net = _build_model(plan, tok.vocab_size)
+        tok.check_fits(net.config.vocab_size, plan.model)
         if resume_from is not None:
             # Before recipe.yaml is rewritten: a resume whose overrides do not fit the run's checkpoint must
             # fail without touching the run, so that a plain --resume still works afterwards.
@@ -205,9 +206,6 @@ def _build_model(recipe: PretrainRecipe, tokenizer_vocab: int) -> T5:
         overrides.setdefault("vocab_size", -(-tokenizer_vocab // 128) * 128)
         config = config.replace(**overrides)
         net = build_model(config, seed=recipe.train.seed)
-    if tokenizer_vocab > net.config.vocab_size:
-        raise T5LabError(f"tokenizer has {tokenizer_vocab} ids but model '{recipe.model}' has vocab_size="
-                         f"{net.config.vocab_size}; use a matching tokenizer or a larger vocab_size")
     return net
 
 
