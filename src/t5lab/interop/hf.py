@@ -319,6 +319,7 @@ def load_pretrained(
     dtype (fp32), whatever the checkpoint stores.
     """
     folder = Path(path)
+    _check_device(device)
     if not folder.is_dir():
         raise T5LabError(f"{folder}: no such folder (expected a Hugging Face checkpoint folder)")
     config = ModelConfig.from_hf(folder)  # decides the rescale, hence tying (see the module docstring)
@@ -453,6 +454,7 @@ def load_model(
     """A checkpoint folder (`load_pretrained`) or a registered shape name (random init with `seed`), in
     eval mode either way. t5lab never downloads: a hub id such as `google/t5-v1_1-base` must be a local
     folder, and is not silently taken for its shape's random initialisation."""
+    _check_device(device)
     path = Path(name_or_path)
     if path.is_dir():
         return load_pretrained(path, device=device, dtype=dtype, attention=attention)
@@ -467,3 +469,15 @@ def load_model(
     except T5LabError as e:
         raise T5LabError(f"'{text}' is neither an existing folder nor a known shape name: {e}") from None
     return build_model(config, seed=seed, device=device, dtype=dtype, attention=attention).eval()
+
+
+def _check_device(device: torch.device | str | None) -> None:
+    """A device the user named, checked before any weight is read: a typo or a missing GPU is one line."""
+    if device is None or isinstance(device, torch.device) and device.type != "cuda":
+        return
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise T5LabError(f"device {device!r}: expected 'cpu', 'cuda' or 'cuda:N'") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise T5LabError(f"device {device!r}: no CUDA device is available (use 'cpu')")
