@@ -51,7 +51,7 @@ from safetensors.torch import load_file, save_file
 
 from t5lab.config import ModelConfig
 from t5lab.errors import T5LabError
-from t5lab.files import make_folder, os_errors, process_alive, remove_dead_leftovers
+from t5lab.files import file_mode, make_folder, os_errors, process_alive, remove_dead_leftovers
 from t5lab.model import T5, build_model
 
 # t5lab name → transformers name. `{}` is the block index. The feed-forward and norms sit at sublayer 1 in the
@@ -276,6 +276,8 @@ def _write_folder_atomically(path: Path, write: Callable[[Path], None]) -> None:
         tmp.mkdir()
         try:
             write(tmp)
+            for file in tmp.iterdir():  # safetensors creates its file 0600
+                file.chmod(file_mode())
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
