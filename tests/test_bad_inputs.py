@@ -62,9 +62,7 @@ train: {{steps: 4, batch_size: 2, optimizer: adamw, lr: 0.01, warmup: 1, eval_ev
 def lab(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("lab")
     rng = random.Random(0)
-    words = ("the cat a dog my friend teacher neighbour old man small bird engineer sees likes follows helps "
-             "calls visits paints builds house river red car garden apple tall tree blue boat library every "
-             "morning in rain after lunch with great care before dinner on sunday").split()
+    words = ["the", "cat", "a", "dog", "my", "friend", "teacher", "neighbour", "old", "man", "small", "bird", "engineer", "sees", "likes", "follows", "helps", "calls", "visits", "paints", "builds", "house", "river", "red", "car", "garden", "apple", "tall", "tree", "blue", "boat", "library", "every", "morning", "in", "rain", "after", "lunch", "with", "great", "care", "before", "dinner", "on", "sunday"]
     lines = [" ".join(rng.choice(words) for _ in range(rng.randint(6, 14))) + "." for _ in range(300)]
     (root / "corpus.txt").write_text("\n".join(lines) + "\n")
     tok = Tokenizer.train(lines, 32, root / "tokenizer")  # 32 pieces + 100 sentinels = 132 ids
