@@ -19,7 +19,7 @@ ALLOWED = {
     "config": LEAVES,
     "shapes": LEAVES,
     "errors": set(),
-    "files": set(),
+    "files": {"errors"},
     "device": {"errors"},
     "metrics": {"errors"},
     "model": LEAVES,
@@ -31,7 +31,7 @@ ALLOWED = {
     "train": LEAVES | {"model", "kernels", "data", "interop", "generate"},
     "analysis": LEAVES | {"model", "kernels", "data", "train", "generate", "interop"},
     "recipes": LEAVES | {"model", "kernels", "data", "train", "generate", "predict", "interop", "analysis"},
-    "cli": {"errors", "recipes"},
+    "cli": {"errors", "files", "recipes"},
     "__main__": {"cli"},
     "__init__": LEAVES | {"model", "interop", "data", "generate"},
 }

@@ -97,15 +97,16 @@ def test_switch_shapes(name, fields):
         assert getattr(config, key) == value, key
     # New models get the papers' routing settings.
     assert (config.router_aux_loss_coef, config.router_z_loss_coef) == (0.01, 0.001)
-    assert (config.expert_capacity, config.capacity_factor_train, config.capacity_factor_eval) == (None, 1.25, 2.0)
+    assert (config.expert_capacity, config.capacity_factor_train, config.capacity_factor_eval) == (64, 1.25, 2.0)
     assert config.init_scale == pytest.approx(0.1**0.5) and config.expert_dropout == config.dropout
 
 
 def test_moe_suffix_keeps_the_dense_canonical_name():
     config = from_name("t5-efficient-small-dl8-el16-moe4")
     assert config.name == "t5-efficient-small-el16-dl8-moe4"
-    assert config.replace(num_experts=0, name="x") == from_name("t5-efficient-small-el16-dl8").replace(
-        **{k: getattr(config, k) for k in ("router_aux_loss_coef", "expert_capacity", "init_scale", "dropped_tokens",
+    assert config.replace(num_experts=0, expert_capacity=None, name="x") == from_name(
+        "t5-efficient-small-el16-dl8").replace(
+        **{k: getattr(config, k) for k in ("router_aux_loss_coef", "init_scale", "dropped_tokens",
                                            "expert_dropout")}, name="x"
     )
     with pytest.raises(T5LabError, match="-moeN"):

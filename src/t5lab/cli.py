@@ -169,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     except T5LabError as e:
         print(f"t5lab: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # disk full, permission denied, read-only, a file where a folder is expected
+        from t5lab.files import describe_os_error
+
+        print(f"t5lab: error: {describe_os_error('?', e)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("t5lab: interrupted", file=sys.stderr)
         return 130

@@ -9,6 +9,8 @@ store the fields themselves (`to_dict`), tagged with `CONFIG_FORMAT_VERSION`.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -18,6 +20,10 @@ FeedForward = Literal["relu", "gelu", "gated-gelu", "gated-silu"]
 FEED_FORWARD_KINDS: tuple[str, ...] = ("relu", "gelu", "gated-gelu", "gated-silu")
 # Version of the native form written by `ModelConfig.to_dict` (1 was the Hugging Face config.json dict).
 CONFIG_FORMAT_VERSION = 2
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,12 @@ class ModelConfig:
         return step == 1 or index % step == 1
 
     def replace(self, **changes: Any) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(self)}
+        for key in changes:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                raise T5LabError(f"model config has no field '{key}'"
+                                 + (f"; did you mean '{close[0]}'?" if close else ""))
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -131,10 +143,33 @@ class ModelConfig:
             if not ok:
                 raise T5LabError(f"model config field '{field}'={getattr(self, field)!r}: expected {expected}")
 
+        # Types first: a frozen dataclass takes anything, and True is an int to isinstance.
+        for field in ("vocab_size", "d_model", "d_ff", "d_kv", "num_heads", "num_encoder_layers",
+                      "num_decoder_layers", "relative_attention_num_buckets", "relative_attention_max_distance",
+                      "pad_token_id", "eos_token_id", "decoder_start_token_id", "num_experts",
+                      "encoder_sparse_step", "decoder_sparse_step", "router_top_k"):
+            need(_is_int(getattr(self, field)), field, "an integer")
+        for field in ("dropout", "layer_norm_eps", "capacity_factor_train", "capacity_factor_eval",
+                      "router_jitter_noise", "router_aux_loss_coef", "router_z_loss_coef", "expert_dropout",
+                      "init_scale"):
+            value = getattr(self, field)
+            need((_is_int(value) or isinstance(value, float)) and math.isfinite(value), field, "a finite number")
+        for field in ("tie_embeddings", "tie_key_value", "router_bias", "router_ignore_padding_tokens"):
+            need(isinstance(getattr(self, field), bool), field, "true or false")
+        need(isinstance(self.name, str), "name", "a string")
+        need(self.num_kv_heads is None or _is_int(self.num_kv_heads), "num_kv_heads", "an integer or None")
+        need(self.expert_capacity is None or _is_int(self.expert_capacity), "expert_capacity", "an integer or None")
         for field in ("vocab_size", "d_model", "d_ff", "d_kv", "num_heads", "relative_attention_num_buckets"):
-            need(isinstance(getattr(self, field), int) and getattr(self, field) > 0, field, "a positive integer")
+            need(getattr(self, field) > 0, field, "a positive integer")
         for field in ("num_encoder_layers", "num_decoder_layers"):
-            need(isinstance(getattr(self, field), int) and getattr(self, field) >= 1, field, "at least 1 layer")
+            need(getattr(self, field) >= 1, field, "at least 1 layer")
+        for field in ("pad_token_id", "eos_token_id", "decoder_start_token_id"):
+            need(0 <= getattr(self, field) < self.vocab_size, field, f"an id in [0, vocab_size={self.vocab_size})")
+        # Half the buckets are exact offsets (a quarter each way in the encoder); the rest are log-spaced
+        # from there up to max_distance, which must lie beyond the exact ones (log of a ratio <= 1 otherwise).
+        need(self.relative_attention_max_distance > self.relative_attention_num_buckets // 2,
+             "relative_attention_max_distance",
+             f"more than relative_attention_num_buckets // 2 = {self.relative_attention_num_buckets // 2}")
         need(self.feed_forward in FEED_FORWARD_KINDS, "feed_forward", f"one of {', '.join(FEED_FORWARD_KINDS)}")
         need(0.0 <= self.dropout < 1.0, "dropout", "a probability in [0, 1)")
         need(0.0 <= self.expert_dropout < 1.0, "expert_dropout", "a probability in [0, 1)")

@@ -119,3 +119,18 @@ def keep_freed_memory() -> bool:
     # The mmap threshold first: setting the trim threshold alone also freezes the dynamic mmap threshold at
     # its 128 KiB start, and every larger block would be mapped afresh (550k faults per step measured).
     return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM))
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Free memory on `device` in bytes (None when unknown): CUDA's own count, or the kernel's MemAvailable."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+    return None

@@ -51,6 +51,8 @@ class GenerationConfig:
     length_penalty: float = 1.0
     early_stopping: bool | Literal["never"] = False
     eos_token_id: int | None = None
+    # Longer inputs are refused, never truncated: the encoder's attention scores grow with its square.
+    max_input_length: int = 4096
 
     def __post_init__(self) -> None:
         def need(ok: bool, field: str, expected: str) -> None:
@@ -64,6 +66,7 @@ class GenerationConfig:
         need(self.top_k >= 0, "top_k", "0 (off) or a positive number of tokens")
         need(0 < self.top_p <= 1, "top_p", "a probability in (0, 1]")
         need(self.early_stopping in (True, False, "never"), "early_stopping", "True, False or 'never'")
+        need(self.max_input_length >= 1, "max_input_length", "at least 1 token")
         if self.num_beams > 1:
             need(1 <= self.num_return_sequences <= self.num_beams, "num_return_sequences",
                  f"between 1 and num_beams={self.num_beams}")
@@ -102,12 +105,7 @@ def generate(
     except TypeError as e:
         known = ", ".join(f.name for f in dataclasses.fields(GenerationConfig))
         raise T5LabError(f"generate: {e} (known options: {known})") from None
-    if input_ids.dim() != 2:
-        raise T5LabError(f"generate: input_ids has shape {tuple(input_ids.shape)}; expected [batch, length]")
-    if attention_mask is not None and attention_mask.shape != input_ids.shape:
-        raise T5LabError(
-            f"generate: attention_mask has shape {tuple(attention_mask.shape)}; expected {tuple(input_ids.shape)}"
-        )
+    _check_inputs(model, input_ids, attention_mask, config)
     if config.eos_token_id is None:
         config = dataclasses.replace(config, eos_token_id=model.config.eos_token_id)
     if attention_mask is not None and bool(attention_mask.all()):
@@ -122,6 +120,36 @@ def generate(
     if config.num_beams > 1:
         return _beam_search(steps, config, generator)
     return _greedy_or_sample(steps, config, generator)
+
+
+def _check_inputs(
+    model: T5, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, config: GenerationConfig
+) -> None:
+    """Host-side checks of `generate`'s arguments (the model's forward stays free of them)."""
+    if not isinstance(model, T5):
+        raise T5LabError(f"generate: model is a {type(model).__name__}; expected a t5lab T5 model")
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool:
+        raise T5LabError("generate: input_ids must be an integer tensor of token ids [batch, length]")
+    if input_ids.dim() != 2:
+        raise T5LabError(f"generate: input_ids has shape {tuple(input_ids.shape)}; expected [batch, length]")
+    if input_ids.numel() == 0:
+        raise T5LabError(f"generate: input_ids has shape {tuple(input_ids.shape)}; expected at least one token")
+    if attention_mask is not None and attention_mask.shape != input_ids.shape:
+        raise T5LabError(
+            f"generate: attention_mask has shape {tuple(attention_mask.shape)}; expected {tuple(input_ids.shape)}"
+        )
+    if input_ids.shape[1] > config.max_input_length:
+        raise T5LabError(f"generate: the input is {input_ids.shape[1]} tokens long, more than max_input_length="
+                         f"{config.max_input_length} (never truncated: shorten it or raise the limit)")
+    vocab = model.config.vocab_size
+    low, high = (int(v) for v in torch.aminmax(input_ids))  # one sync, before any work
+    if low < 0 or high >= vocab:
+        raise T5LabError(f"generate: input_ids holds token id {low if low < 0 else high}, outside the model's "
+                         f"vocabulary [0, {vocab})")
+    for field, value in (("eos_token_id", config.eos_token_id),
+                         ("decoder_start_token_id", model.config.decoder_start_token_id)):
+        if value is not None and not 0 <= value < vocab:
+            raise T5LabError(f"generate: {field}={value} is outside the model's vocabulary [0, {vocab})")
 
 
 class DecoderSteps:

@@ -117,3 +117,23 @@ def test_too_few_sentinels() -> None:
     sc = SpanCorruption(512, 0.15, 3.0)
     with pytest.raises(T5LabError, match="sentinels"):
         sc(np.zeros((1, 568), np.int64), SENTINELS[:10], EOS, np.random.default_rng(0))
+
+
+def _flax_example_variant(inputs_length: int, noise_density: float, mean_noise_span_length: float):
+    """run_t5_mlm_flax.py's / nanoT5's copy: the search starts at inputs_length (T5's at inputs_length - 1)."""
+
+    def lengths(tokens_length: int) -> tuple[int, int]:
+        noise = int(round(tokens_length * noise_density))
+        spans = int(round(noise / mean_noise_span_length))
+        return tokens_length - noise + spans + 1, noise + spans + 1
+
+    tokens_length = inputs_length
+    while lengths(tokens_length + 1)[0] <= inputs_length:
+        tokens_length += 1
+    return tokens_length, lengths(tokens_length)[1], lengths(tokens_length)[0]
+
+
+def test_lengths_follow_t5s_helper_not_the_flax_example_variant():
+    assert compute_input_and_target_lengths(512, 0.15, 1.0) == (511, 155)
+    assert _flax_example_variant(512, 0.15, 1.0) == (512, 155, 513)  # one input token too many
+    assert compute_input_and_target_lengths(512, 0.15, 3.0) == (568, 114) == _flax_example_variant(512, 0.15, 3.0)[:2]

@@ -3,6 +3,7 @@ layout it writes, tying conventions of 4.x and 5.x, t5lab-only variants, bad inp
 
 from __future__ import annotations
 
+import errno
 import fractions
 import json
 
@@ -327,10 +328,10 @@ def test_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, tiny_config
     def crash(tensors, filename, metadata=None):
         with open(filename, "wb") as f:
             f.write(b"half")
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device", filename)
 
     monkeypatch.setattr(hf, "save_file", crash)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(T5LabError, match="model.safetensors: no space left on device$"):
         save_pretrained(build_model(tiny_config.replace(d_ff=41), seed=1), folder)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # no temporary folder left behind

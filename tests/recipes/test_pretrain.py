@@ -124,12 +124,23 @@ def _fails(capsys, *argv: str) -> str:
 
 def test_a_fresh_run_never_overwrites_an_existing_one(recipe, tmp_path, capsys):
     out = tmp_path / "run"
-    out.mkdir()
+    (out / "checkpoints" / "step-00000003").mkdir(parents=True)
     (out / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
     assert "already holds a run" in _fails(capsys, "--recipe", str(recipe), "--out", str(out))
     assert (out / "metrics.jsonl").read_text() == '{"step": 1, "loss": 1.0}\n'
-    assert "no checkpoint to resume" in _fails(capsys, "--recipe", str(recipe), "--out", str(tmp_path / "x"),
-                                               "--resume", "true")
+
+
+def test_a_run_killed_before_its_first_checkpoint_is_never_wedged(recipe, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
+    assert main(["pretrain", "--recipe", str(recipe), "--out", str(out), "--resume", "--steps", "2",
+                 "--progress", "false"]) == 0
+    assert "holds no checkpoint" in capsys.readouterr().err
+    assert [step for step, _ in _losses(out)] == [1, 2]
+    assert main(["pretrain", "--recipe", str(recipe), "--out", str(tmp_path / "new"), "--resume", "--steps", "1",
+                 "--progress", "false"]) == 0
+    assert "no checkpoint to resume from; starting a new run" in capsys.readouterr().err
 
 
 def test_bad_inputs_are_one_line_errors(recipe, tmp_path, capsys):

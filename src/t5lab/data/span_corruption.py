@@ -43,9 +43,15 @@ def compute_input_and_target_lengths(
 ) -> tuple[int, int]:
     """The raw `tokens_length` that corrupts into `inputs_length` inputs, and the targets' length (incl. EOS).
 
-    T5's `random_spans_helper`: the longest raw chunk whose inputs fit, e.g. (512, 0.15, 3.0) -> (568, 114).
-    Its density-0.5 adjustment (one token fewer so that targets equal inputs) is kept when the inputs stay
-    exactly `inputs_length` long.
+    T5's `random_spans_helper`: the longest raw chunk whose inputs fit, e.g. (512, 0.15, 3.0) -> (568, 114)
+    and (512, 0.15, 1.0) -> (511, 155). Its density-0.5 adjustment (one token fewer so that targets equal
+    inputs) is kept when the inputs stay exactly `inputs_length` long.
+
+    transformers' Flax pre-training example (run_t5_mlm_flax.py) and nanoT5 copy a variant whose search
+    starts one token later (at `inputs_length`, not `inputs_length - 1`). Where T5's answer is
+    `inputs_length - 1` the variant returns `inputs_length` and its inputs come out one token too long:
+    (512, 0.15, 1.0) -> (512, 155), whose corrupted inputs are 513 tokens. Elsewhere both agree
+    ((512, 0.15, 3.0) -> (568, 114) in both). t5lab follows T5, so its inputs always fit.
     """
     _check_params(noise_density, mean_noise_span_length)
     if not isinstance(inputs_length, int) or inputs_length < 2:

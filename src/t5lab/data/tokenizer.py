@@ -36,6 +36,9 @@ SPIECE_FILE = "spiece.model"
 _SPECIALS = {"<pad>": 0, "</s>": 1, "<unk>": 2}
 
 
+_EMBEDDING_PADDING = 128  # embeddings are padded to a multiple of this many rows
+
+
 class Tokenizer:
     """T5's SentencePiece vocabulary with `num_sentinels` sentinel ids after its pieces (see module doc)."""
 
@@ -55,6 +58,7 @@ class Tokenizer:
         if num_sentinels < 0:
             raise T5LabError(f"num_sentinels must be >= 0, got {num_sentinels}")
         self._proto = model_proto
+        self.source = source
         self.num_sentinels = num_sentinels
         self._sp_size = self._sp.get_piece_size()
         # Decoding is a table lookup; ids past the table (padded embedding rows) are dropped.
@@ -160,6 +164,19 @@ class Tokenizer:
     def vocab_size(self) -> int:
         """SentencePiece pieces + sentinels (32,100 for T5; a model's embedding may be larger)."""
         return self._sp_size + self.num_sentinels
+
+    def check_fits(self, model_vocab_size: int, model: str) -> None:
+        """Refuse a tokenizer that does not belong to a model with `model_vocab_size` embedding rows, both
+        ways: more ids than rows (ids without an embedding), or fewer ids by a whole padding block or more
+        (an embedding is padded by less than 128 rows, as T5's 32,100 ids in 32,128 rows: a tokenizer that
+        much smaller was made for another model, whose sentinels and pieces mean other things)."""
+        if self.vocab_size > model_vocab_size:
+            raise T5LabError(f"tokenizer has {self.vocab_size} ids ({self.source}) but model '{model}' has "
+                             f"vocab_size={model_vocab_size}; use a matching tokenizer or a larger vocab_size")
+        if model_vocab_size - self.vocab_size >= _EMBEDDING_PADDING:
+            raise T5LabError(f"tokenizer has {self.vocab_size} ids ({self.source}) but model '{model}' has "
+                             f"vocab_size={model_vocab_size} (more than {_EMBEDDING_PADDING - 1} rows of padding): "
+                             "the tokenizer belongs to another model; use the model's own spiece.model")
 
     def sentinel_id(self, i: int) -> int:
         """The id of `<extra_id_i>`: counted down from the last id (32099 - i for T5)."""

@@ -40,6 +40,7 @@ import pickle
 import re
 import shutil
 import uuid
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ from safetensors.torch import load_file, save_file
 
 from t5lab.config import ModelConfig
 from t5lab.errors import T5LabError
+from t5lab.files import file_mode, make_folder, os_errors, process_alive, remove_dead_leftovers
 from t5lab.interop.hf_config import from_hf, to_hf
 from t5lab.kernels import set_attention
 from t5lab.model import T5, build_model
@@ -228,6 +230,14 @@ def save_pretrained(model: T5, path: str | Path, tokenizer: Any = None) -> Path:
     if path.exists() and not path.is_dir():
         raise T5LabError(f"{path}: exists and is not a folder (expected a checkpoint folder to write)")
     config = model.config
+    if config.is_moe and config.expert_capacity is None:
+        warnings.warn(
+            f"{path}: this Switch model routes with capacity factors (ceil(T/E x {config.capacity_factor_train}) "
+            f"slots per expert in training, x {config.capacity_factor_eval} in evaluation) but transformers only "
+            "knows a fixed expert_capacity, written as 64: where capacity binds, transformers' outputs differ "
+            "from t5lab's (t5lab reloads the factors). Set expert_capacity to make them agree.",
+            stacklevel=2,
+        )
     tensors = to_hf_state_dict(model)
     hf_config = to_hf(config)
     if config.name != "custom":
@@ -258,28 +268,46 @@ def _is_generated(name: str) -> bool:
 
 
 def _write_folder_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Run `write` on a fresh sibling folder, then put it in place of `path` by renames."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Run `write` on a fresh sibling folder, then put it in place of `path` by renames. Leftovers of a write
+    killed earlier (`.NAME.tmp-PID-*`, `.NAME.old-PID-*` whose PID has died) are cleaned first; an OS failure
+    (disk full, permission, read-only) is a one-line `T5LabError` naming the path."""
+    make_folder(path.parent)
+    _clean_killed_writes(path)
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp = path.with_name(f".{path.name}.tmp-{tag}")
-    tmp.mkdir()
-    try:
-        write(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if not path.exists():
+    with os_errors(path):
+        tmp.mkdir()
+        try:
+            write(tmp)
+            for file in tmp.iterdir():  # safetensors creates its file 0600
+                file.chmod(file_mode())
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if not path.exists():
+            os.replace(tmp, path)
+            return
+        # A folder cannot be replaced in one rename: move the old one aside (a crash here leaves it intact
+        # under `.NAME.old-*`, put back by the next write), then carry over its files that the new checkpoint
+        # does not supersede.
+        old = path.with_name(f".{path.name}.old-{tag}")
+        os.replace(path, old)
         os.replace(tmp, path)
-        return
-    # A folder cannot be replaced in one rename: move the old one aside (a crash here leaves it intact under
-    # `.NAME.old-*`), then carry over its files that the new checkpoint does not supersede.
-    old = path.with_name(f".{path.name}.old-{tag}")
-    os.replace(path, old)
-    os.replace(tmp, path)
-    for entry in old.iterdir():
-        if not _is_generated(entry.name) and not (path / entry.name).exists():
-            os.replace(entry, path / entry.name)
-    shutil.rmtree(old)
+        for entry in old.iterdir():
+            if not _is_generated(entry.name) and not (path / entry.name).exists():
+                os.replace(entry, path / entry.name)
+        shutil.rmtree(old)
+
+
+def _clean_killed_writes(path: Path) -> None:
+    name = re.escape(path.name)
+    if not path.exists():  # killed between moving the old folder aside and moving the new one in
+        for old in sorted(path.parent.glob(f".{path.name}.old-*")):
+            match = re.match(rf"^\.{name}\.old-(\d+)-", old.name)
+            if match and not process_alive(int(match.group(1))):
+                os.replace(old, path)
+                break
+    remove_dead_leftovers(path.parent, re.compile(rf"^\.{name}\.(?:tmp|old)-(?P<pid>\d+)-"))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -296,6 +324,7 @@ def load_pretrained(
     dtype (fp32), whatever the checkpoint stores.
     """
     folder = Path(path)
+    _check_device(device)
     if not folder.is_dir():
         raise T5LabError(f"{folder}: no such folder (expected a Hugging Face checkpoint folder)")
     config = from_hf(folder)  # decides the rescale, hence tying (see the module docstring)
@@ -430,6 +459,7 @@ def load_model(
     """A checkpoint folder (`load_pretrained`) or a registered shape name (random init with `seed`), in
     eval mode either way. t5lab never downloads: a hub id such as `google/t5-v1_1-base` must be a local
     folder, and is not silently taken for its shape's random initialisation."""
+    _check_device(device)
     path = Path(name_or_path)
     if path.is_dir():
         return load_pretrained(path, device=device, dtype=dtype, attention=attention)
@@ -449,3 +479,15 @@ def load_model(
 def _with_attention(model: T5, attention: str) -> T5:
     """The plain model's reference kernel for "eager"; another named kernel from t5lab.kernels."""
     return model if attention == "eager" else set_attention(model, attention)
+
+
+def _check_device(device: torch.device | str | None) -> None:
+    """A device the user named, checked before any weight is read: a typo or a missing GPU is one line."""
+    if device is None or isinstance(device, torch.device) and device.type != "cuda":
+        return
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise T5LabError(f"device {device!r}: expected 'cpu', 'cuda' or 'cuda:N'") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise T5LabError(f"device {device!r}: no CUDA device is available (use 'cpu')")

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from t5lab.config import ModelConfig
+from t5lab.device import free_memory
+from t5lab.errors import T5LabError
 from t5lab.model.attention import Attention, AttentionBias, KVCache
 from t5lab.model.layers import FeedForward, RelativePositionBias, RMSNorm
 
@@ -269,11 +271,16 @@ def build_model(
 ) -> T5:
     """A randomly initialised plain model for `config` (a Switch config gets its sparse layers); speed paths
     are applied from outside (`t5lab.kernels.apply`)."""
+    if not isinstance(config, ModelConfig):
+        raise T5LabError(f"build_model: config is a {type(config).__name__}, expected a ModelConfig "
+                         f"(for a shape name: build_model(from_name({config!r})))")
     factory = None
     if config.is_moe:
         from t5lab.model.moe import feed_forward_factory
 
         factory = feed_forward_factory(config)
+    if torch.device(device or "cpu").type != "meta":
+        _check_fits_in_memory(config, factory, torch.device(device or "cpu"), dtype or torch.get_default_dtype())
     with torch.device(device or "cpu"):
         model = T5(config, factory)
     if init and torch.device(device or "cpu").type != "meta":
@@ -284,3 +291,15 @@ def build_model(
     if dtype is not None:
         model.to(dtype)
     return model
+
+
+def _check_fits_in_memory(config: ModelConfig, factory: Any, device: torch.device, dtype: torch.dtype) -> None:
+    """Refuse up front a model whose parameters alone exceed the device's free memory, naming both, instead
+    of letting the allocator try for (say) a terabyte. Counted on the meta device: no memory is used."""
+    with torch.device("meta"):
+        need = sum(p.numel() for p in T5(config, factory).parameters()) * dtype.itemsize
+    available = free_memory(device)
+    if available is not None and need > available:
+        raise T5LabError(f"model '{config.name}': its parameters need {need:,} bytes ({need / 2**30:,.1f} GiB) "
+                         f"in {str(dtype).removeprefix('torch.')}, more than the {available:,} bytes "
+                         f"({available / 2**30:,.1f} GiB) available on {device}")

@@ -99,6 +99,7 @@ def finetune(
     """
     # Imported here, not at the top, so that the CLI's other commands do not pay for torch.
     from t5lab.data.seq2seq import FinetuneStream, encode_examples, eval_batches
+    from t5lab.device import resolve_device
     from t5lab.kernels import apply
     from t5lab.predict import TaskResult, evaluate_task
     from t5lab.recipes.run_outputs import AVERAGE, export_best, flatten, plot_learning_curve
@@ -119,7 +120,7 @@ def finetune(
     # Data first: a bad file fails in a second, before the model loads.
     raw = {t.name: (load_split(t, "train", root), load_split(t, "validation", root, eval_limit)) for t in tasks}
     net, tok = resolve_model(model, tokenizer, seed=seed)
-    net = apply(with_dropout(net, dropout, expert_dropout), device=device)
+    net = apply(with_dropout(net, dropout, expert_dropout), device=resolve_device(device, "--device"))
 
     def encode(examples):
         return encode_examples(examples, tok, max_input_length, max_target_length)

@@ -6,7 +6,9 @@ Composes the pieces: a recipe (YAML) → tokenizer, model, `PretrainingStream` (
 
 from __future__ import annotations
 
+import contextlib
 import math
+import sys
 from pathlib import Path
 
 from t5lab.errors import T5LabError
@@ -78,15 +80,18 @@ def pretrain(
         progress: show progress (a bar on a terminal, a line per tenth of the run otherwise).
     """
     from t5lab.data.pretraining import PretrainingStream
+    from t5lab.device import resolve_device
     from t5lab.interop.hf import save_pretrained
     from t5lab.kernels import apply
     from t5lab.recipes.recipe_files import resolve_recipe
     from t5lab.recipes.run_outputs import write_pretraining_card
     from t5lab.recipes.sources import pretraining_model, pretraining_tokenizer
     from t5lab.recipes.span_sample import held_out_text, span_fill_sample
+    from t5lab.train.checkpoint import check_checkpoint_fits
     from t5lab.train.distributed import world
     from t5lab.train.loop import train
     from t5lab.train.metrics import read_metrics
+    from t5lab.train.run_lock import run_folder_lock
 
     out_dir = Path(out)
     plan = resolve_recipe(recipe, out_dir / RESOLVED, resume, dict(
@@ -98,29 +103,37 @@ def pretrain(
                "device": device, "precision": precision, "compile": compile, "progress": progress,
                "parallel": parallel, "activation_checkpointing": activation_checkpointing},
     ))
-    _check_out(out_dir, resume)
-    tok = pretraining_tokenizer(plan.tokenizer, plan.model)
-    net = apply(pretraining_model(plan, tok.vocab_size), device=plan.train.device)
-    # Under torchrun each rank streams its part of every global batch (batch_size is the global batch).
+    _check_is_folder(out_dir)
     ranks = world()
-    rank_data = plan.data.replace(batch_size=plan.train.rank_micro_batch_size(ranks.size))
-    train_stream = PretrainingStream(rank_data, tok, rank=ranks.rank, world_size=ranks.size)
-    held_out = plan.data.eval_fraction > 0 and plan.train.eval_batches > 0
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if ranks.is_main:
-        plan.save(out_dir / RESOLVED)
-    result = train(
-        net, plan.train, train_stream, out_dir,
-        eval_batches=(lambda: PretrainingStream(plan.data, tok, split="eval")) if held_out else None,
-        resume=resume,
-        meta={"model_config": net.config.to_dict(), "recipe": plan.to_dict()},
-    )
-    final = out_dir / "final"
-    if result.model is None:  # not rank 0: it alone exports and reports
-        return final
-    net = result.model
-    save_pretrained(net, final, tokenizer=tok)
-    write_pretraining_card(final / "README.md", net, plan, result, read_metrics(result.metrics))
+    # Rank 0 holds the run folder's lock (under torchrun the other ranks share its run).
+    with run_folder_lock(out_dir) if ranks.is_main else contextlib.nullcontext():
+        resume_from = _check_out(out_dir, resume)
+        tok = pretraining_tokenizer(plan.tokenizer, plan.model)
+        net = pretraining_model(plan, tok.vocab_size)
+        tok.check_fits(net.config.vocab_size, plan.model)
+        if resume_from is not None:
+            # Before recipe.yaml is rewritten: a resume whose overrides do not fit the run's checkpoint must
+            # fail without touching the run, so that a plain --resume still works afterwards.
+            check_checkpoint_fits(resume_from, net)
+        net = apply(net, device=resolve_device(plan.train.device, "--device"))
+        # Under torchrun each rank streams its part of every global batch (batch_size is the global batch).
+        rank_data = plan.data.replace(batch_size=plan.train.rank_micro_batch_size(ranks.size))
+        train_stream = PretrainingStream(rank_data, tok, rank=ranks.rank, world_size=ranks.size)
+        held_out = plan.data.eval_fraction > 0 and plan.train.eval_batches > 0
+        if ranks.is_main:
+            plan.save(out_dir / RESOLVED)
+        result = train(
+            net, plan.train, train_stream, out_dir,
+            eval_batches=(lambda: PretrainingStream(plan.data, tok, split="eval")) if held_out else None,
+            resume=resume_from is not None,
+            meta={"model_config": net.config.to_dict(), "recipe": plan.to_dict()},
+        )
+        final = out_dir / "final"
+        if result.model is None:  # not rank 0: it alone exports and reports
+            return final
+        net = result.model
+        save_pretrained(net, final, tokenizer=tok)
+        write_pretraining_card(final / "README.md", net, plan, result, read_metrics(result.metrics))
     first, last = _logged_losses(result.metrics)
     print(f"trained {net.config.name} ({net.num_parameters():,} parameters) for {result.step} steps: "
           f"loss {first:.3f} → {last:.3f}"
@@ -132,17 +145,35 @@ def pretrain(
     return final
 
 
-def _check_out(out: Path, resume: bool) -> None:
-    """Never overwrite a run: a fresh run needs a folder without one; --resume needs a checkpoint."""
-    from t5lab.train.checkpoint import latest_checkpoint
-
+def _check_is_folder(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise T5LabError(f"{out}: exists and is not a folder (--out must name a run folder)")
-    has_run = (out / "metrics.jsonl").exists() or latest_checkpoint(out / "checkpoints") is not None
-    if resume and latest_checkpoint(out / "checkpoints") is None:
-        raise T5LabError(f"{out}: no checkpoint to resume from (run without --resume to start a new run)")
-    if has_run and not resume:
+
+
+def _check_out(out: Path, resume: bool) -> Path | None:
+    """Never overwrite a run, never wedge one. Returns the checkpoint to resume from (None: start fresh).
+
+    A fresh run needs a folder without checkpoints; --resume needs an intact one. A folder whose run was
+    killed before its first checkpoint holds nothing to keep: either way it starts afresh, saying so.
+    """
+    from t5lab.train.checkpoint import latest_checkpoint, list_checkpoints
+
+    checkpoints = out / "checkpoints"
+    found = list_checkpoints(checkpoints)
+    if found and not resume:
         raise T5LabError(f"{out}: already holds a run; continue it with --resume true or choose another --out")
+    if not found:
+        if (out / "metrics.jsonl").exists() or (out / RESOLVED).exists():
+            print(f"t5lab: {out} holds no checkpoint (its run stopped before the first save); starting it afresh",
+                  file=sys.stderr)
+        elif resume:
+            print(f"t5lab: {out}: no checkpoint to resume from; starting a new run", file=sys.stderr)
+        return None
+    latest = latest_checkpoint(checkpoints)
+    if latest is None:
+        raise T5LabError(f"{checkpoints}: none of its {len(found)} checkpoints is intact and finite (see above); "
+                         "move the folder aside and start a new run")
+    return latest
 
 
 def _logged_losses(metrics: Path | None) -> tuple[float, float]:

@@ -4,32 +4,51 @@ A checkpoint is a folder `step-NNNNNNNN/` under the run's `checkpoints/` folder 
     model.safetensors   the weights (never unpickled)
     training.pt         optimiser, schedule, RNG states (python, numpy, torch, cuda), the data stream's
                         position and the loop's counters; plain tensors/numbers, loaded with weights_only=True
-    meta.json           step and configs, for people and tools
+    meta.json           step and configs, for people and tools; the sha256 of the two files above, and
+                        `finite`: whether every weight was finite when saved
 It is written into a hidden temporary folder, every file and the folder fsync'ed, then renamed into place
 (rename is atomic), and the parent folder fsync'ed. A folder named `step-*` is therefore always complete;
-a half-written one is a `.tmp-*` folder that the next save removes. Older checkpoints beyond `keep_last`
-are deleted only after the new one is in place.
+a half-written one is a `.tmp-step-N-PID-*` folder that the next save removes once PID has died. Older
+checkpoints beyond `keep_last` are deleted only after the new one is in place.
+Rename protects against a kill, not against a disk that changes bytes later or a file copied in by hand:
+the checksums catch those, and `latest_checkpoint` then falls back to the newest intact, finite checkpoint.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import re
 import shutil
-import tempfile
+import signal
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 
 from t5lab.errors import T5LabError
+from t5lab.files import (
+    describe_os_error,
+    file_mode,
+    make_folder,
+    make_temporary_folder,
+    os_errors,
+    remove_dead_leftovers,
+)
 
 _NAME = re.compile(r"^step-(\d+)$")
+# Names without a pid come from t5lab versions before the pid was recorded: removed as dead.
+_TEMPORARY = re.compile(r"^\.tmp-step-\d+-(?:old-)?(?:(?P<pid>\d+)-)?")
+_FILES = ("model.safetensors", "training.pt")  # meta.json holds their checksums
+_KILL_HOOK = "T5LAB_TEST_KILL_IN_CHECKPOINT"
 
 
 def _fsync(path: Path) -> None:
@@ -74,7 +93,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def list_checkpoints(root: str | Path) -> list[Path]:
-    """Complete checkpoints under `root`, oldest first."""
+    """Complete checkpoints under `root`, oldest first (complete: renamed into place; not yet verified)."""
     root = Path(root)
     if not root.is_dir():
         return []
@@ -82,9 +101,98 @@ def list_checkpoints(root: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def latest_checkpoint(root: str | Path) -> Path | None:
-    found = list_checkpoints(root)
-    return found[-1] if found else None
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's meta.json (step, configs, file checksums, `finite`)."""
+    meta_file = Path(path) / "meta.json"
+    try:
+        meta = json.loads(meta_file.read_text())
+    except FileNotFoundError:
+        raise T5LabError(f"{meta_file}: missing (expected a checkpoint folder written by t5lab)") from None
+    except (OSError, ValueError) as e:
+        raise T5LabError(f"{meta_file}: unreadable ({type(e).__name__}: {e})") from None
+    if not isinstance(meta, dict):
+        raise T5LabError(f"{meta_file}: expected a JSON object")
+    return meta
+
+
+def verify_checkpoint(path: str | Path) -> None:
+    """Check every file of checkpoint `path` against the sha256 its meta.json recorded at save time; a
+    `T5LabError` names the first file that is missing, unreadable or changed. Checkpoints written before
+    checksums existed (no `files` in meta) are checked for presence only."""
+    path = Path(path)
+    expected = read_meta(path).get("files") or dict.fromkeys(_FILES)
+    for name, digest in expected.items():
+        file = path / name
+        try:
+            actual = _sha256(file)
+        except FileNotFoundError:
+            raise T5LabError(f"{file}: missing (expected a checkpoint folder written by t5lab)") from None
+        except OSError as e:
+            raise T5LabError(describe_os_error(file, e)) from None
+        if digest is not None and actual != digest:
+            raise T5LabError(f"{file}: corrupt (its sha256 differs from the one recorded when it was saved)")
+
+
+def is_finite_checkpoint(path: str | Path) -> bool:
+    """Whether the weights of checkpoint `path` were all finite when saved (`finite` in its meta; a
+    checkpoint from before that field is taken as finite)."""
+    return bool(read_meta(path).get("finite", True))
+
+
+def latest_checkpoint(
+    root: str | Path,
+    verify: bool = True,
+    finite_only: bool = True,
+    report: Callable[[str], None] | None = None,
+) -> Path | None:
+    """The newest usable checkpoint under `root`, or None.
+
+    With `verify`, a checkpoint whose files fail their checksums (or cannot be read) is skipped; with
+    `finite_only`, so is one whose weights held inf/NaN when saved ("last good" means finite). Each skip is
+    reported as one line to `report` (default: stderr), and so is the checkpoint used instead.
+    """
+    say = report or _print_to_stderr
+    skipped = False
+    for path in reversed(list_checkpoints(root)):
+        try:
+            if verify:
+                verify_checkpoint(path)
+            if finite_only and not is_finite_checkpoint(path):
+                raise T5LabError(f"{path}: its weights hold inf or NaN")
+        except T5LabError as e:
+            say(f"skipping checkpoint {path.name}: {e}")
+            skipped = True
+            continue
+        if skipped:
+            say(f"using the newest intact checkpoint instead: {path}")
+        return path
+    return None
+
+
+def _print_to_stderr(line: str) -> None:
+    print(f"t5lab: {line}", file=sys.stderr)
+
+
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with file.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _all_finite(model: nn.Module) -> bool:
+    # One device sync per save, not per tensor.
+    flags = [torch.isfinite(p).all() for p in model.state_dict().values() if p.is_floating_point()]
+    return bool(torch.stack(flags).all()) if flags else True
+
+
+def _kill_hook(position: str) -> None:
+    """Test-only fault injection: T5LAB_TEST_KILL_IN_CHECKPOINT=N kills this process with SIGKILL at the Nth
+    numbered position of a checkpoint write (0-9, see save_checkpoint), to prove that no moment loses a run."""
+    wanted = os.environ.get(_KILL_HOOK)
+    if wanted is not None and wanted == position:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def save_checkpoint(
@@ -95,43 +203,83 @@ def save_checkpoint(
     meta: dict[str, Any] | None = None,
     keep_last: int = 2,
 ) -> Path:
-    """Write checkpoint `step` atomically under `root`; keep the newest `keep_last`. Returns its folder."""
+    """Write checkpoint `step` atomically under `root`; keep the newest `keep_last`. Returns its folder.
+
+    meta.json records the sha256 of each file (verified on resume and on load) and whether the weights are
+    all finite. An OS failure (disk full, permission, read-only) is a one-line `T5LabError` naming the path.
+    """
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(".tmp-step-*"):  # left by a run killed while saving
-        shutil.rmtree(stale, ignore_errors=True)
+    make_folder(root)
+    remove_dead_leftovers(root, _TEMPORARY)  # left by a run killed while saving
     final = root / f"step-{step:08d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-step-{step:08d}-", dir=root))
+    with os_errors(root):
+        tmp = make_temporary_folder(root, f".tmp-step-{step:08d}-")
     try:
-        save_model(model, str(tmp / "model.safetensors"))
-        torch.save(training, tmp / "training.pt")
-        (tmp / "meta.json").write_text(json.dumps({"step": step, **(meta or {})}, indent=2, default=str) + "\n")
-        for f in tmp.iterdir():
-            _fsync(f)
-        _fsync(tmp)
-        if final.exists():  # the same step saved again (e.g. the end of a run that had just saved)
-            old = Path(tempfile.mkdtemp(prefix=f".tmp-step-{step:08d}-old-", dir=root))
-            os.replace(final, old / final.name)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-        _fsync(root)
+        with os_errors(tmp):
+            _kill_hook("0")
+            save_model(model, str(tmp / "model.safetensors"))
+            _kill_hook("1")
+            torch.save(training, tmp / "training.pt")
+            _kill_hook("2")
+            files = {name: _sha256(tmp / name) for name in _FILES}
+            record = {"step": step, "finite": _all_finite(model), "files": files, **(meta or {})}
+            (tmp / "meta.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+            _kill_hook("3")
+            for f in tmp.iterdir():
+                f.chmod(file_mode())
+                _fsync(f)
+            _kill_hook("4")
+            _fsync(tmp)
+            _kill_hook("5")
+            if final.exists():  # the same step saved again (e.g. the end of a run that had just saved)
+                old = make_temporary_folder(root, f".tmp-step-{step:08d}-old-")
+                os.replace(final, old / final.name)
+                _kill_hook("6")
+                os.replace(tmp, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, final)
+            _kill_hook("7")
+            _fsync(root)
+            _kill_hook("8")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     for old in list_checkpoints(root)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
+    _kill_hook("9")
     return final
 
 
+def check_checkpoint_fits(path: str | Path, model: nn.Module) -> None:
+    """Check, from the safetensors header alone (no tensor is read), that checkpoint `path` holds exactly
+    `model`'s tensors with its shapes; a `T5LabError` names the first difference."""
+    weights = Path(path) / "model.safetensors"
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            stored = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}  # noqa: SIM118
+    except OSError as e:
+        raise T5LabError(describe_os_error(weights, e)) from None
+    except Exception as e:  # safetensors raises its own error type for a corrupt header
+        raise T5LabError(f"{weights}: not a readable safetensors file ({type(e).__name__}: {e})") from None
+    wanted = {key: tuple(t.shape) for key, t in model.state_dict().items()}
+    for key in sorted(set(wanted) | set(stored)):
+        if wanted.get(key) != stored.get(key):
+            raise T5LabError(
+                f"{weights}: tensor '{key}' is {_shape_text(stored.get(key))} in the checkpoint but "
+                f"{_shape_text(wanted.get(key))} in this model (the run was made with another model)")
+
+
+def _shape_text(shape: tuple[int, ...] | None) -> str:
+    return "absent" if shape is None else str(list(shape))
+
+
 def load_checkpoint(path: str | Path, model: nn.Module) -> dict[str, Any]:
-    """Load the weights into `model` (strictly) and return the training state (weights_only)."""
+    """Verify checkpoint `path` (checksums), load its weights into `model` (strictly) and return the
+    training state (weights_only)."""
     path = Path(path)
+    verify_checkpoint(path)
     weights, training = path / "model.safetensors", path / "training.pt"
-    for f in (weights, training):
-        if not f.is_file():
-            raise T5LabError(f"{f}: missing (expected a checkpoint folder written by t5lab)")
     try:
         missing, unexpected = load_model(model, str(weights), strict=False, device=str(_device_of(model)))
     except Exception as e:  # safetensors raises plain errors on corrupt files and shape mismatches
@@ -141,7 +289,8 @@ def load_checkpoint(path: str | Path, model: nn.Module) -> dict[str, Any]:
     try:
         return torch.load(training, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise T5LabError(f"{training}: not a readable training state ({type(e).__name__}: {e})") from None
+        raise T5LabError(f"{training}: not a readable training state ({type(e).__name__}: "
+                         f"{str(e).strip().splitlines()[0]})") from None
 
 
 def _device_of(model: nn.Module) -> torch.device:

@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from t5lab.errors import T5LabError
 
@@ -206,6 +206,16 @@ def classification_example(
 # Readers -------------------------------------------------------------------------------------------------
 
 
+def _decoded_lines(path: Path, f: IO[bytes], encoding: str = "utf-8") -> Iterator[str]:
+    """The lines of a binary file decoded one by one, so that a bad byte fails naming its line when read."""
+    for lineno, raw in enumerate(f, start=1):
+        try:
+            yield raw.decode(encoding)
+        except UnicodeDecodeError as e:
+            raise T5LabError(f"{path}:{lineno}: not valid {encoding.upper()} (byte {e.start + 1} of the line "
+                             f"is {raw[e.start:e.start + 1]!r})") from None
+
+
 def read_tsv(
     path: Path, names: Sequence[str] | None = None, encoding: str = "utf-8"
 ) -> Iterator[tuple[str, Record]]:
@@ -214,8 +224,8 @@ def read_tsv(
     The column names come from `names`, or from the header line when `names` is None. Blank lines are
     skipped; a row with the wrong number of columns is an error naming its line.
     """
-    with open(path, encoding=encoding, newline="") as f:
-        lines = enumerate((line.rstrip("\r\n") for line in f), start=1)
+    with open(path, "rb") as f:
+        lines = enumerate((line.rstrip("\r\n") for line in _decoded_lines(path, f, encoding)), start=1)
         if names is None:
             _, header = next(lines, (1, ""))
             names = header.split("\t")
@@ -233,8 +243,8 @@ def read_tsv(
 
 def read_jsonl(path: Path) -> Iterator[tuple[str, Record]]:
     """One JSON object per line (SuperGLUE's format)."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(_decoded_lines(path, f), start=1):
             if not line.strip():
                 continue
             try:
@@ -248,8 +258,8 @@ def read_jsonl(path: Path) -> Iterator[tuple[str, Record]]:
 
 def read_csv(path: Path) -> Iterator[tuple[str, Record]]:
     """Rows of a quoted CSV file with a header; the location is the line the row starts on."""
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.reader(f)
+    with open(path, "rb") as f:
+        reader = csv.reader(_decoded_lines(path, f))
         try:
             header = next(reader)
             while True:
