@@ -173,7 +173,7 @@ def test_deeper_decoder_generates_as_without_cache(tiny_config):
 @pytest.fixture
 def two_threads():
     """2 threads, so that one-row products with an even number of outputs split their weights
-    (`t5lab.model.layers.linear`)."""
+    (`t5lab.kernels.cpu_linear.linear`)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     yield
