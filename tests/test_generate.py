@@ -173,7 +173,7 @@ def test_deeper_decoder_generates_as_without_cache(tiny_config):
 @pytest.fixture
 def two_threads():
     """2 threads, so that one-row products with an even number of outputs split their weights
-    (`t5lab.model.layers.linear`)."""
+    (`t5lab.kernels.cpu_linear.linear`)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     yield
@@ -267,3 +267,15 @@ def test_int8_quantised_model_generates_one_row(tiny_config, tied, two_threads):
     assert torch.equal(generate(fast, ids, max_new_tokens=17, min_new_tokens=17), out)
     with torch.inference_mode():
         assert torch.equal(out, _no_cache_greedy(quantised, ids, None, 17))
+
+
+def test_decoder_bias_is_built_once_per_generate_call(tiny_config, monkeypatch):
+    """The decoder's relative bias + causal mask is computed for all positions once; each step reads its row."""
+    import t5lab.model.attention as attention
+
+    calls = []
+    build = attention.relative_position_bias
+    monkeypatch.setattr(attention, "relative_position_bias", lambda *a, **kw: calls.append(a[1:3]) or build(*a, **kw))
+    model = build_model(tiny_config.replace(vocab_size=VOCAB), seed=0).eval()
+    generate(model, torch.randint(2, VOCAB, (2, 5)), max_new_tokens=6, min_new_tokens=6)
+    assert calls == [(5, 5), (6, 6)]  # the encoder's, then the decoder's table for all 6 steps

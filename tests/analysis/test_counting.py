@@ -55,7 +55,7 @@ def hf_model(config: ModelConfig) -> torch.nn.Module | None:
 def t5lab_model(config: ModelConfig, device: str = "meta") -> torch.nn.Module:
     """t5lab's model with eager attention (explicit matmuls, which FlopCounterMode sees as such); on the
     meta device it is shapes only: no memory, no arithmetic, no initialisation."""
-    return t5lab.build_model(config, attention="eager", device=device).eval()
+    return t5lab.build_model(config, device=device).eval()
 
 
 PUBLISHED = {
@@ -187,7 +187,7 @@ def routed_model(config: ModelConfig) -> torch.nn.Module:
     from t5lab.model.moe import SwitchFeedForward, reference_dispatch
 
     config = config.replace(expert_capacity=10_000, dropout=0.0, expert_dropout=0.0)
-    model = t5lab.build_model(config, attention="eager", seed=0).eval()
+    model = t5lab.build_model(config, seed=0).eval()
     layers = [m for m in model.modules() if isinstance(m, SwitchFeedForward)]
     assert layers, "expected sparse layers"
     for layer in layers:

@@ -225,8 +225,9 @@ def test_fp16_hidden_states_are_clamped_not_inf(tiny_config):
     the hidden states stay finite instead of turning the next norm into NaN."""
     model = build_model(tiny_config, seed=0, dtype=torch.float16).eval()
     with torch.no_grad():
-        for block in model.encoder.layers:
-            block.ffn.wo.weight.mul_(1e4)
+        for block in model.encoder.layers:  # every hidden unit positive, each adding 3000 x: past 65,504
+            block.ffn.wi.weight.abs_()
+            block.ffn.wo.weight.fill_(3000.0)
     ids, labels = _batch(tiny_config)
     out = model(ids, labels=labels)
     assert torch.isfinite(out.encoder_hidden).all() and torch.isfinite(out.logits).all()

@@ -72,7 +72,8 @@ Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, AttentionBias, floa
 def bias_dtype(dtype: torch.dtype, device_type: str) -> torch.dtype:
     """The dtype a dense bias is built in: the residual stream's, i.e. fp32 under autocast (whose q/k/v are
     half while the hidden states stay fp32), else the dtype of the queries."""
-    return torch.float32 if torch.is_autocast_enabled(device_type) else dtype
+    autocast = torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+    return torch.float32 if autocast else dtype
 
 
 def expand_kv_heads(x_BGSK: torch.Tensor, num_heads: int) -> torch.Tensor:
