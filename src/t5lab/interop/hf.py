@@ -342,6 +342,7 @@ def load_pretrained(
         )
     state: dict[str, torch.Tensor] = {}
     for ours, theirs in hf_names.items():
+        assert theirs is not None  # a name without a checkpoint counterpart was reported missing above
         tensor = tensors[theirs]
         if tuple(tensor.shape) != expected[ours]:
             raise T5LabError(

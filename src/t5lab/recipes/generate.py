@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import sys
+from typing import cast
 
 from t5lab.data.tokenizer import Tokenizer
 from t5lab.errors import T5LabError
@@ -57,6 +58,7 @@ def generate(
     from t5lab.generate import generate as generate_ids
     from t5lab.generate import quantize_int8
     from t5lab.interop.hf import load_model
+    from t5lab.model import T5
     from t5lab.recipes.sources import model_tokenizer
     from t5lab.train.loop import resolve_device
 
@@ -77,7 +79,8 @@ def generate(
             f"tokenizer has {tok.vocab_size} ids but model '{model}' only {net.config.vocab_size} embeddings"
         )
     if quantize:
-        net = quantize_int8(net)
+        # quantize_dynamic returns the same T5 with int8 linear layers swapped in
+        net = cast("T5", quantize_int8(net))
 
     encoded = tok.encode_batch(texts)
     ids = torch.full((len(texts), max(map(len, encoded))), tok.pad_id, dtype=torch.long)

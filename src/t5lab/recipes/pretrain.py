@@ -74,6 +74,7 @@ def pretrain(
         progress: show progress (a bar on a terminal, a line per tenth of the run otherwise).
     """
     from t5lab.data.pretraining import PretrainingStream
+    from t5lab.interop.hf import save_pretrained
     from t5lab.recipes.recipe_files import resolve_recipe
     from t5lab.recipes.run_outputs import write_pretraining_card
     from t5lab.recipes.sources import pretraining_model, pretraining_tokenizer
@@ -104,8 +105,8 @@ def pretrain(
         meta={"model_config": net.config.to_dict(), "recipe": plan.to_dict()},
     )
     final = out_dir / "final"
-    net.save_pretrained(final, tokenizer=tok)
-    write_pretraining_card(final / "README.md", net, plan, result, read_metrics(result.metrics))
+    save_pretrained(net, final, tokenizer=tok)
+    write_pretraining_card(final / "README.md", net, plan, result, read_metrics(result.metrics) if result.metrics else [])
     first, last = _logged_losses(result.metrics)
     print(f"trained {net.config.name} ({net.num_parameters():,} parameters) for {result.step} steps: "
           f"loss {first:.3f} → {last:.3f}"

@@ -24,7 +24,7 @@ def write_predictions(path: Path, result: TaskResult) -> None:
     """One JSON object per example: id, input, prediction, target, references (written atomically)."""
     lines = []
     for e, p in zip(result.encoded.examples, result.predictions, strict=True):
-        row = {"task": result.task, "id": e.id, "input": e.input, "prediction": p, "target": e.target}
+        row: dict[str, Any] = {"task": result.task, "id": e.id, "input": e.input, "prediction": p, "target": e.target}
         if e.references:
             row["references"] = list(e.references)
         lines.append(json.dumps(row, ensure_ascii=False) + "\n")

@@ -60,7 +60,7 @@ def steps_for_budget(budget: Budget, amount: float, config: ModelConfig, batch_s
 def _done_rows(results: Path, budget: str, amount: float, dtype: str) -> dict[str, dict[str, Any]]:
     """Rows already in `results` (a resumed study); an earlier study under another budget or in another
     precision (rows without a dtype predate it: fp32) is an error."""
-    done = {}
+    done: dict[str, dict[str, Any]] = {}
     if not results.is_file():
         return done
     for number, row in iter_rows(results, ("name",)):

@@ -9,6 +9,7 @@ import torch
 
 from t5lab.data.corpora import iter_documents
 from t5lab.data.pretraining import DataConfig, shard_of
+from t5lab.generate import generate
 from t5lab.model import T5
 
 
@@ -43,7 +44,7 @@ def span_fill_sample(model: T5, tokenizer, text: str) -> str:
     model.eval()
     with torch.no_grad():
         source = torch.tensor([ids], device=model.shared.weight.device)
-        output = model.generate(source, max_new_tokens=24)[0].tolist()  # greedy
+        output = generate(model, source, max_new_tokens=24)[0].tolist()  # greedy
     model.train(was_training)
     fills: dict[int, list[int]] = {}
     current = None

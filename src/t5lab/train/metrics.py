@@ -54,7 +54,7 @@ def router_metrics(routers: list[Any]) -> dict[str, float | list[float]]:
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """The rows of a metrics.jsonl (a torn last line from a killed run is ignored)."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     path = Path(path)
     if not path.is_file():
         return rows
