@@ -50,6 +50,7 @@ from safetensors.torch import load_file, save_file
 
 from t5lab.config import ModelConfig
 from t5lab.errors import T5LabError
+from t5lab.files import replace_dir_atomic
 from t5lab.interop.hf_config import from_hf, to_hf
 from t5lab.model import T5, build_model
 from t5lab.shapes import from_name
@@ -264,21 +265,11 @@ def _write_folder_atomically(path: Path, write: Callable[[Path], None]) -> None:
     tmp.mkdir()
     try:
         write(tmp)
+        # Files the new checkpoint does not supersede (logs, a tokenizer) carry over from the old folder.
+        replace_dir_atomic(tmp, path, keep=lambda name: not _is_generated(name))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if not path.exists():
-        os.replace(tmp, path)
-        return
-    # A folder cannot be replaced in one rename: move the old one aside (a crash here leaves it intact under
-    # `.NAME.old-*`), then carry over its files that the new checkpoint does not supersede.
-    old = path.with_name(f".{path.name}.old-{tag}")
-    os.replace(path, old)
-    os.replace(tmp, path)
-    for entry in old.iterdir():
-        if not _is_generated(entry.name) and not (path / entry.name).exists():
-            os.replace(entry, path / entry.name)
-    shutil.rmtree(old)
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ are deleted only after the new one is in place.
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import shutil
@@ -28,16 +27,9 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from t5lab.errors import T5LabError
+from t5lab.files import replace_dir_atomic
 
 _NAME = re.compile(r"^step-(\d+)$")
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def rng_state() -> dict[str, Any]:
@@ -106,17 +98,7 @@ def save_checkpoint(
         save_model(model, str(tmp / "model.safetensors"))
         torch.save(training, tmp / "training.pt")
         (tmp / "meta.json").write_text(json.dumps({"step": step, **(meta or {})}, indent=2, default=str) + "\n")
-        for f in tmp.iterdir():
-            _fsync(f)
-        _fsync(tmp)
-        if final.exists():  # the same step saved again (e.g. the end of a run that had just saved)
-            old = Path(tempfile.mkdtemp(prefix=f".tmp-step-{step:08d}-old-", dir=root))
-            os.replace(final, old / final.name)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-        _fsync(root)
+        replace_dir_atomic(tmp, final)  # the same step may be saved again (the end of a run that had just saved)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
