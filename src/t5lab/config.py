@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from t5lab.errors import T5LabError
+from t5lab.errors import T5LabError, field_checker
 
 FeedForward = Literal["relu", "gelu", "gated-gelu", "gated-silu"]
 FEED_FORWARD_KINDS: tuple[str, ...] = ("relu", "gelu", "gated-gelu", "gated-silu")
@@ -127,9 +127,7 @@ class ModelConfig:
 
     # ----------------------------------------------------------------------------------------------------
     def validate(self) -> None:
-        def need(ok: bool, field: str, expected: str) -> None:
-            if not ok:
-                raise T5LabError(f"model config field '{field}'={getattr(self, field)!r}: expected {expected}")
+        need = field_checker(self, "model config field")
 
         for field in ("vocab_size", "d_model", "d_ff", "d_kv", "num_heads", "relative_attention_num_buckets"):
             need(isinstance(getattr(self, field), int) and getattr(self, field) > 0, field, "a positive integer")

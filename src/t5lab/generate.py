@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from t5lab.errors import T5LabError
+from t5lab.errors import T5LabError, field_checker
 from t5lab.model import T5, KVCache
 from t5lab.model.layers import Linear
 
@@ -51,9 +51,7 @@ class GenerationConfig:
     eos_token_id: int | None = None
 
     def __post_init__(self) -> None:
-        def need(ok: bool, field: str, expected: str) -> None:
-            if not ok:
-                raise T5LabError(f"generation option '{field}'={getattr(self, field)!r}: expected {expected}")
+        need = field_checker(self, "generation option")
 
         need(self.max_new_tokens >= 1, "max_new_tokens", "at least 1")
         need(0 <= self.min_new_tokens <= self.max_new_tokens, "min_new_tokens", "between 0 and max_new_tokens")
