@@ -58,6 +58,17 @@ def replace_dir_atomic(tmp: Path, final: Path, keep: Callable[[str], bool] | Non
     fsync(final.parent)
 
 
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend: figures go to files, no display is needed (imported on first
+    use, as matplotlib is slow to import)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def write_figure(figure: Any, path: Path, **savefig: Any) -> None:
     """A matplotlib figure as a PNG file, written atomically; `savefig` goes to `figure.savefig` (e.g. dpi)."""
     buffer = io.BytesIO()

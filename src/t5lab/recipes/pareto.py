@@ -9,7 +9,7 @@ from typing import Literal
 
 from t5lab.analysis.pareto import Point, frontier
 from t5lab.errors import T5LabError
-from t5lab.files import write_atomic, write_figure
+from t5lab.files import pyplot, write_atomic, write_figure
 from t5lab.recipes.results import read_rows
 
 X_FIELDS = {"params": "params", "flops": "flops", "throughput": "tokens_per_s"}
@@ -28,11 +28,7 @@ def read_results(paths: list[str], x_field: str, y_field: str) -> list[Point]:
 
 
 def _plot(points: list[Point], front: list[Point], x: str, y: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 5.5))
     ax.scatter([p.x for p in points], [p.y for p in points], color="0.6", label="shapes", zorder=2)
     ax.plot([p.x for p in front], [p.y for p in front], "o-", color="tab:red", label="Pareto frontier", zorder=3)
