@@ -1,4 +1,4 @@
-"""Argument groups that several commands share, defined once.
+"""Argument groups that several commands share, defined once, and what applies them (`use_threads`).
 
 Each group is a `TypedDict` that a recipe takes as `**options: Unpack[Group]`: jsonargparse turns its fields
 into ordinary flags (`--num-beams 4`, not `--generation.num_beams`) with the help text below, and Python
@@ -8,6 +8,8 @@ callers pass them as keywords as before. `with_defaults` fills in what was not g
 from __future__ import annotations
 
 from typing import TypedDict
+
+from t5lab.errors import T5LabError
 
 
 class GenerationOptions(TypedDict, total=False):
@@ -33,3 +35,13 @@ GENERATION_DEFAULTS = GenerationOptions(num_beams=1, max_new_tokens=None, max_in
 def with_defaults(options: GenerationOptions) -> GenerationOptions:
     """`options` with every field, the defaults standing in for those not given."""
     return GenerationOptions(**{**GENERATION_DEFAULTS, **options})
+
+
+def use_threads(threads: int) -> None:
+    """`--threads`: torch's CPU threads (0 keeps torch's default)."""
+    if threads < 0:
+        raise T5LabError(f"--threads={threads}: expected 0 (torch's default) or a positive number")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
