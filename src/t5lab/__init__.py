@@ -1,6 +1,6 @@
 """t5lab: the T5 family in one PyTorch toolkit.
 
-    from t5lab import ModelConfig, build_model, load_pretrained
+    from t5lab import build_model, from_name, load_pretrained
     model = build_model(from_name("t5-efficient-tiny"), seed=0)
     model = load_pretrained("path/to/hf-checkpoint-folder")   # transformers T5 weights
 
@@ -13,6 +13,7 @@ from typing import Any
 
 from t5lab.config import ModelConfig
 from t5lab.errors import T5LabError
+from t5lab.shapes import from_name
 
 _LAZY = {
     "build_model": "t5lab.model",
@@ -22,7 +23,7 @@ _LAZY = {
     "Tokenizer": "t5lab.data.tokenizer",
 }
 
-__all__ = ["ModelConfig", "T5LabError", *_LAZY]
+__all__ = ["ModelConfig", "T5LabError", "from_name", *_LAZY]
 __version__ = "0.1.0"
 
 
