@@ -125,3 +125,13 @@ def test_cycle_finder_finds_lazy_cycles():
     assert _find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
     graph = _import_graph()
     assert "t5lab.shapes" in graph["t5lab.recipes.shapes"]  # function-level and `from X import module` seen
+
+
+def test_recipes_never_import_each_other():
+    """A command's recipe composes components (recipes/sources.py, run_outputs.py, ...), never another recipe."""
+    from t5lab.cli import COMMANDS
+
+    recipes = {target.split(":")[0] for target in COMMANDS.values()}
+    graph = _import_graph()
+    shared = sorted(f"{r} imports {t}" for r in recipes for t in graph[r] if t in recipes)
+    assert not shared, "\n".join(shared)

@@ -116,7 +116,7 @@ def _shell_style(argv: list[str], commands: dict[str, Callable]) -> list[str]:
         positional = [given[n] if n in given else words_in_order.pop(0) for n in required
                       if n in given or words_in_order]
         out = out[:1] + positional + [a for j, a in enumerate(out) if j and j not in loose] + words_in_order
-    if not bare:
+    if not bare or words is None:
         return out
     if params[words].default is inspect.Parameter.empty:
         return out[:1] + [json.dumps(bare)] + out[1:]

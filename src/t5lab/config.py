@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from t5lab.errors import T5LabError
+from t5lab.errors import T5LabError, field_checker
 
 FeedForward = Literal["relu", "gelu", "gated-gelu", "gated-silu"]
 FEED_FORWARD_KINDS: tuple[str, ...] = ("relu", "gelu", "gated-gelu", "gated-silu")
@@ -139,9 +139,7 @@ class ModelConfig:
 
     # ----------------------------------------------------------------------------------------------------
     def validate(self) -> None:
-        def need(ok: bool, field: str, expected: str) -> None:
-            if not ok:
-                raise T5LabError(f"model config field '{field}'={getattr(self, field)!r}: expected {expected}")
+        need = field_checker(self, "model config field")
 
         # Types first: a frozen dataclass takes anything, and True is an int to isinstance.
         for field in ("vocab_size", "d_model", "d_ff", "d_kv", "num_heads", "num_encoder_layers",

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from t5lab.errors import T5LabError
+from t5lab.errors import T5LabError, field_checker
 from t5lab.kernels.cpu_linear import linear, linear_in_major, one_row_splits, row_blocks_in_major
 from t5lab.model import T5, KVCache
 from t5lab.model.attention import bias_dtype
@@ -55,9 +55,7 @@ class GenerationConfig:
     max_input_length: int = 4096
 
     def __post_init__(self) -> None:
-        def need(ok: bool, field: str, expected: str) -> None:
-            if not ok:
-                raise T5LabError(f"generation option '{field}'={getattr(self, field)!r}: expected {expected}")
+        need = field_checker(self, "generation option")
 
         need(self.max_new_tokens >= 1, "max_new_tokens", "at least 1")
         need(0 <= self.min_new_tokens <= self.max_new_tokens, "min_new_tokens", "between 0 and max_new_tokens")

@@ -56,6 +56,7 @@ def test_finetune_then_evaluate_the_exported_model(shared_data, spiece_model, tm
     exported = [json.loads(line)["prediction"] for line in (best / "predictions.jsonl").read_text().splitlines()]
     assert [p["prediction"] for p in predictions] == exported
     assert "| glue/rte" in ev.stdout and "accuracy *" in ev.stdout
+    assert "greedy, max_new_tokens " in ev.stderr  # the settings it chose, to reproduce the output elsewhere
     assert "accuracy *" in (tmp_path / "ev" / "summary.md").read_text()
 
 

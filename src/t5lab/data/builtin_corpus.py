@@ -27,7 +27,7 @@ def builtin_documents() -> list[str]:
     the corpus splits into many shards and a held-out set."""
     from pydoc_data.topics import topics
 
-    docs = []
+    docs: list[str] = []
     for name in sorted(topics):
         docs.extend(p.strip() for p in topics[name].split("\n\n") if p.strip())
     return docs

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from t5lab.data.builtin_corpus import BUILTIN
 from t5lab.data.corpora import FORMATS, Format, iter_documents
 from t5lab.data.objectives import OBJECTIVES, Mixture, Objective, TokenizerLike, build_objective
-from t5lab.errors import T5LabError
+from t5lab.errors import T5LabError, field_checker
 
 Split = Literal["train", "eval"]
 _STATE_VERSION = 1
@@ -78,9 +78,7 @@ class DataConfig:
             object.__setattr__(self, "sources", (self.sources,))
         object.__setattr__(self, "sources", tuple(self.sources))
 
-        def need(ok: bool, field: str, expected: str) -> None:
-            if not ok:
-                raise T5LabError(f"data config field '{field}'={getattr(self, field)!r}: expected {expected}")
+        need = field_checker(self, "data config field")
 
         need(len(self.sources) > 0, "sources", "at least one path, glob, 'builtin' or 'hf:NAME'")
         need(self.format in FORMATS, "format", f"one of {', '.join(FORMATS)}")

@@ -51,7 +51,14 @@ from safetensors.torch import load_file, save_file
 
 from t5lab.config import ModelConfig
 from t5lab.errors import T5LabError
-from t5lab.files import file_mode, make_folder, os_errors, process_alive, remove_dead_leftovers
+from t5lab.files import (
+    file_mode,
+    make_folder,
+    os_errors,
+    process_alive,
+    remove_dead_leftovers,
+    replace_dir_atomic,
+)
 from t5lab.interop.hf_config import from_hf, to_hf
 from t5lab.kernels import set_attention
 from t5lab.model import T5, build_model
@@ -281,22 +288,11 @@ def _write_folder_atomically(path: Path, write: Callable[[Path], None]) -> None:
             write(tmp)
             for file in tmp.iterdir():  # safetensors creates its file 0600
                 file.chmod(file_mode())
+            # Files the new checkpoint does not supersede (logs, a tokenizer) carry over from the old folder.
+            replace_dir_atomic(tmp, path, keep=lambda name: not _is_generated(name))
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        if not path.exists():
-            os.replace(tmp, path)
-            return
-        # A folder cannot be replaced in one rename: move the old one aside (a crash here leaves it intact
-        # under `.NAME.old-*`, put back by the next write), then carry over its files that the new checkpoint
-        # does not supersede.
-        old = path.with_name(f".{path.name}.old-{tag}")
-        os.replace(path, old)
-        os.replace(tmp, path)
-        for entry in old.iterdir():
-            if not _is_generated(entry.name) and not (path / entry.name).exists():
-                os.replace(entry, path / entry.name)
-        shutil.rmtree(old)
 
 
 def _clean_killed_writes(path: Path) -> None:
@@ -372,6 +368,7 @@ def load_pretrained(
         )
     state: dict[str, torch.Tensor] = {}
     for ours, theirs in hf_names.items():
+        assert theirs is not None  # a name without a checkpoint counterpart was reported missing above
         tensor = tensors[theirs]
         if tuple(tensor.shape) != expected[ours]:
             raise T5LabError(

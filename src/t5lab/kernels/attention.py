@@ -57,4 +57,5 @@ def triton_or(fallback: Kernel) -> Kernel | None:
             key_padding_mask_BS=bias.key_padding_mask_BS, causal=bias.causal,
         )
 
+    triton_kernel.uses_dense_bias = False  # type: ignore[attr-defined]  # builds the bias inside its tiles
     return triton_kernel

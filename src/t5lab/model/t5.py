@@ -20,7 +20,7 @@ from torch import nn
 from t5lab.config import ModelConfig
 from t5lab.device import free_memory
 from t5lab.errors import T5LabError
-from t5lab.model.attention import Attention, AttentionBias, KVCache
+from t5lab.model.attention import Attention, AttentionBias, KVCache, bias_dtype
 from t5lab.model.layers import FeedForward, RelativePositionBias, RMSNorm
 
 # output_loss(hidden_ND, weight_VD or None, labels_N) -> mean token loss, or None where it does not apply.
@@ -103,6 +103,13 @@ class Stack(nn.Module):
         if bias is None:
             bias = self.self_attention_bias(offset, mask_BT)
         source_bias = AttentionBias(None, key_padding_mask_BS=source_mask_BS)  # cross-attention: padding only
+        if cache is None and getattr(self.layers[0].self_attn.kernel, "uses_dense_bias", True):
+            # Dense forms built here, outside the blocks: a block recomputed under activation checkpointing then
+            # finds the tensors its first run used instead of building (and saving for backward) fewer of its own.
+            dtype = bias_dtype(x_BTD.dtype, x_BTD.device.type)
+            bias.dense(x_BTD.shape[1], x_BTD.shape[1], dtype)
+            if source_BSD is not None:
+                source_bias.dense(x_BTD.shape[1], source_BSD.shape[1], dtype)
         x = self.dropout(x_BTD)
         routers = []
         for i, block in enumerate(self.layers):

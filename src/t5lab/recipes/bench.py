@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 from t5lab.errors import T5LabError
+from t5lab.recipes.options import use_threads
 from t5lab.recipes.results import append_row
 from t5lab.shapes import from_name
 
@@ -66,13 +67,3 @@ def bench(
             append_row(Path(out), row)
     if out:
         print(f"appended {len(configs)} rows to {out}")
-
-
-def use_threads(threads: int) -> None:
-    """`--threads`: torch's CPU threads (0 keeps torch's default)."""
-    if threads < 0:
-        raise T5LabError(f"--threads={threads}: expected 0 (torch's default) or a positive number")
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)

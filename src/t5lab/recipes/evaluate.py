@@ -10,8 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+from typing_extensions import Unpack
+
 from t5lab.errors import T5LabError
 from t5lab.files import write_atomic
+from t5lab.recipes.options import GenerationOptions, with_defaults
 from t5lab.recipes.run_outputs import write_predictions
 
 
@@ -22,14 +25,11 @@ def evaluate(
     split: str = "validation",
     data_dir: str | None = None,
     batch_size: int = 32,
-    num_beams: int = 1,
-    max_new_tokens: int | None = None,
-    max_input_length: int = 512,
-    max_target_length: int = 128,
     out: str | None = None,
     limit: int | None = None,
     device: str = "auto",
     seed: int = 0,
+    **generation: Unpack[GenerationOptions],
 ) -> dict[str, dict[str, float]]:
     """Evaluate a model on a task split: batched generation, the task's metric, predictions and a summary.
 
@@ -41,14 +41,11 @@ def evaluate(
         split: the split to score (validation, test where labelled, ...).
         data_dir: folder holding the task data (e.g. shared/data); default $T5LAB_DATA.
         batch_size: examples per generation batch.
-        num_beams: beam width (1: greedy).
-        max_new_tokens: generation length cap (default: the longest reference, at most max_target_length).
-        max_input_length: inputs longer than this are truncated (EOS kept).
-        max_target_length: the default cap of max_new_tokens.
         out: folder for predictions.jsonl and summary.md (default runs/evaluate/<task>).
         limit: score only the first this many examples of each task.
         device: auto, cpu, cuda or cuda:N.
         seed: initialisation seed of a shape-name model.
+        generation: see `GenerationOptions` (num_beams, max_new_tokens, max_input_length, max_target_length).
     """
     # Imported here, not at the top, so that the CLI's other commands do not pay for torch.
     import torch
@@ -59,6 +56,9 @@ def evaluate(
     from t5lab.predict import default_max_new_tokens, evaluate_task
     from t5lab.recipes.sources import load_split, resolve_data_dir, resolve_model, resolve_tasks
 
+    options = with_defaults(generation)
+    num_beams, max_new_tokens = options["num_beams"], options["max_new_tokens"]
+    max_input_length, max_target_length = options["max_input_length"], options["max_target_length"]
     tasks = resolve_tasks(task)
     out_dir = Path(out) if out else Path("runs/evaluate") / "+".join(t.name.replace("/", "-") for t in tasks)
     if out_dir.exists() and not out_dir.is_dir():

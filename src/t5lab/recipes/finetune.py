@@ -18,7 +18,10 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
+from typing_extensions import Unpack
+
 from t5lab.errors import T5LabError
+from t5lab.recipes.options import GenerationOptions, with_defaults
 from t5lab.train.config import TrainConfig
 
 # T5's fine-tuning recipe uses Adafactor at a constant 1e-3; AdamW wants a smaller step.
@@ -41,14 +44,10 @@ def finetune(
     weight_decay: float = 0.0,
     dropout: float = 0.1,
     expert_dropout: float = 0.4,
-    max_input_length: int = 512,
-    max_target_length: int = 128,
     eval_every: int = 200,
     eval_limit: int | None = None,
     eval_batch_size: int | None = None,
     early_stopping_patience: int | None = None,
-    num_beams: int = 1,
-    max_new_tokens: int | None = None,
     mixing: Literal["examples-proportional", "equal"] = "examples-proportional",
     mixing_cap: int | None = None,
     mixing_temperature: float = 1.0,
@@ -58,6 +57,7 @@ def finetune(
     precision: Literal["auto", "fp32", "bf16"] = "auto",
     log_every: int = 10,
     progress: bool = True,
+    **generation: Unpack[GenerationOptions],
 ) -> dict[str, Any]:
     """Fine-tune a model on a task (or a mixture) and keep the best checkpoint by the task's metric.
 
@@ -79,14 +79,10 @@ def finetune(
         weight_decay: decoupled weight decay (AdamW).
         dropout: dropout rate while fine-tuning (T5: 0.1).
         expert_dropout: dropout inside the experts of a Switch model (Switch Transformers: 0.4).
-        max_input_length: inputs longer than this are truncated (EOS kept).
-        max_target_length: targets longer than this are truncated (EOS kept).
         eval_every: generate on the validation split and score it every this many steps (0: at the end only).
         eval_limit: evaluate on the first this many validation examples of each task (default: all).
         eval_batch_size: examples per generation batch (default: batch_size).
         early_stopping_patience: stop after this many evaluations without a better score (default: never).
-        num_beams: beam width for validation generation (1: greedy).
-        max_new_tokens: generation length cap (default: the longest validation reference).
         mixing: how several tasks are mixed: examples-proportional (T5) or equal.
         mixing_cap: T5's K: tasks with more examples than this get no more weight.
         mixing_temperature: T5's mixing temperature (1: proportional).
@@ -96,6 +92,7 @@ def finetune(
         precision: auto (bf16 autocast on GPUs and CPUs that compute bf16 natively, else fp32), fp32 or bf16.
         log_every: training rows in metrics.jsonl every this many steps.
         progress: show progress on stderr.
+        generation: see `GenerationOptions` (num_beams, max_new_tokens, max_input_length, max_target_length).
     """
     # Imported here, not at the top, so that the CLI's other commands do not pay for torch.
     from t5lab.data.seq2seq import FinetuneStream, encode_examples, eval_batches
@@ -107,6 +104,9 @@ def finetune(
     from t5lab.train.distributed import RankSlice, world
     from t5lab.train.loop import Monitor, train
 
+    options = with_defaults(generation)
+    num_beams, max_new_tokens = options["num_beams"], options["max_new_tokens"]
+    max_input_length, max_target_length = options["max_input_length"], options["max_target_length"]
     tasks = resolve_tasks(task)
     root = resolve_data_dir(data_dir, tasks)
     if early_stopping_patience is not None and early_stopping_patience < 1:

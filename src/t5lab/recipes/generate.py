@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import sys
+from typing import cast
 
 from t5lab.data.tokenizer import Tokenizer
 from t5lab.errors import T5LabError
@@ -59,6 +60,7 @@ def generate(
     from t5lab.generate import quantize_int8
     from t5lab.interop.hf import load_model
     from t5lab.kernels import apply
+    from t5lab.model import T5
     from t5lab.recipes.sources import model_tokenizer
 
     if model is None:
@@ -78,7 +80,8 @@ def generate(
             f"tokenizer has {tok.vocab_size} ids but model '{model}' only {net.config.vocab_size} embeddings"
         )
     if quantize:
-        net = quantize_int8(net)
+        # quantize_dynamic returns the same T5 with int8 linear layers swapped in
+        net = cast("T5", quantize_int8(net))
     net = apply(net, device=device, training=False)  # after quantising: it converts plain nn.Linear only
 
     encoded = tok.encode_batch(texts)

@@ -133,7 +133,8 @@ def pretrain(
             return final
         net = result.model
         save_pretrained(net, final, tokenizer=tok)
-        write_pretraining_card(final / "README.md", net, plan, result, read_metrics(result.metrics))
+        write_pretraining_card(final / "README.md", net, plan, result,
+                               read_metrics(result.metrics) if result.metrics else [])
     first, last = _logged_losses(result.metrics)
     print(f"trained {net.config.name} ({net.num_parameters():,} parameters) for {result.step} steps: "
           f"loss {first:.3f} → {last:.3f}"

@@ -18,7 +18,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -27,6 +27,9 @@ from t5lab.data.pretraining import DataConfig
 from t5lab.errors import T5LabError
 from t5lab.files import write_atomic
 from t5lab.train.config import TrainConfig
+
+if TYPE_CHECKING:
+    from importlib.abc import Traversable  # importlib.resources.abc from Python 3.11
 
 DEFAULT_RECIPE = "quickstart-cpu"
 SECTIONS = ("model", "model_overrides", "tokenizer", "data", "train")
@@ -57,10 +60,15 @@ class PretrainRecipe:
         write_atomic(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False).encode())
 
 
+def _packaged() -> Traversable:
+    # Only pre-training recipes live here; other commands' config files (scale-study-cpu.yaml) sit beside
+    # the recipe modules and are passed with --config.
+    return resources.files("t5lab.recipes") / "pretrain-recipes"
+
+
 def packaged_recipes() -> list[str]:
-    """Names of the recipes shipped with t5lab (e.g. 'quickstart-cpu', 'nanot5-base')."""
-    folder = resources.files("t5lab.recipes")
-    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    """Names of the pre-training recipes shipped with t5lab (e.g. 'quickstart-cpu', 'nanot5-base')."""
+    return sorted(p.name[: -len(".yaml")] for p in _packaged().iterdir() if p.name.endswith(".yaml"))
 
 
 def find_recipe(name_or_path: str) -> tuple[str, str]:
@@ -73,7 +81,7 @@ def find_recipe(name_or_path: str) -> tuple[str, str]:
             raise T5LabError(f"{path}: cannot read this recipe ({e})") from None
     name = name_or_path.removesuffix(".yaml")
     if name in packaged_recipes():
-        return f"recipe '{name}'", (resources.files("t5lab.recipes") / f"{name}.yaml").read_text(encoding="utf-8")
+        return f"recipe '{name}'", (_packaged() / f"{name}.yaml").read_text(encoding="utf-8")
     raise T5LabError(
         f"{name_or_path}: no such recipe file, and not a packaged recipe (packaged: {', '.join(packaged_recipes())})"
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from t5lab.data.builtin_corpus import BUILTIN
-from t5lab.files import write_atomic, write_figure
+from t5lab.files import pyplot, write_atomic, write_figure
 
 if TYPE_CHECKING:
     from t5lab.data.tokenizer import Tokenizer
@@ -24,7 +24,7 @@ def write_predictions(path: Path, result: TaskResult) -> None:
     """One JSON object per example: id, input, prediction, target, references (written atomically)."""
     lines = []
     for e, p in zip(result.encoded.examples, result.predictions, strict=True):
-        row = {"task": result.task, "id": e.id, "input": e.input, "prediction": p, "target": e.target}
+        row: dict[str, Any] = {"task": result.task, "id": e.id, "input": e.input, "prediction": p, "target": e.target}
         if e.references:
             row["references"] = list(e.references)
         lines.append(json.dumps(row, ensure_ascii=False) + "\n")
@@ -78,13 +78,9 @@ def model_card(results: Sequence[TaskResult], *, step: int, base: str, settings:
 
 def plot_learning_curve(metrics: Path, path: Path, metric: str) -> Path:
     """Training loss (left axis) and the validation metric (right axis) against step, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from t5lab.train.metrics import read_metrics
 
+    plt = pyplot()
     rows = read_metrics(metrics)
     train_rows = [(r["step"], r["loss"]) for r in rows if "loss" in r]
     eval_rows = [(r["step"], r[metric]) for r in rows if r.get("split") == "eval" and metric in r]

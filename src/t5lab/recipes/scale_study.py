@@ -28,8 +28,8 @@ from typing import Any, Literal
 from t5lab.analysis.counting import count_parameters, forward_flops, training_flops
 from t5lab.config import ModelConfig
 from t5lab.errors import T5LabError
-from t5lab.recipes import pareto as pareto_recipe
-from t5lab.recipes.bench import use_threads
+from t5lab.recipes.frontier import write_frontier
+from t5lab.recipes.options import use_threads
 from t5lab.recipes.results import append_row, iter_rows
 from t5lab.shapes import from_name
 from t5lab.train.config import TrainConfig
@@ -60,7 +60,7 @@ def steps_for_budget(budget: Budget, amount: float, config: ModelConfig, batch_s
 def _done_rows(results: Path, budget: str, amount: float, dtype: str) -> dict[str, dict[str, Any]]:
     """Rows already in `results` (a resumed study); an earlier study under another budget or in another
     precision (rows without a dtype predate it: fp32) is an error."""
-    done = {}
+    done: dict[str, dict[str, Any]] = {}
     if not results.is_file():
         return done
     for number, row in iter_rows(results, ("name",)):
@@ -210,4 +210,4 @@ def scale_study(
         print(f"{config.name}: held-out loss {row['loss']:.4f} after {steps} steps "
               f"({row['tokens_per_s']:,.0f} tok/s, {row['elapsed_s']:.0f} s)", flush=True)
         del model
-    pareto_recipe.pareto([str(results)], x=x, y="loss", out=str(folder))
+    write_frontier([str(results)], x=x, y="loss", out=folder)

@@ -24,7 +24,7 @@ import re
 import shutil
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from t5lab.errors import T5LabError
 from t5lab.files import (
     describe_os_error,
     file_mode,
+    fsync,
     make_folder,
     make_temporary_folder,
     os_errors,
@@ -49,14 +50,6 @@ _NAME = re.compile(r"^step-(\d+)$")
 _TEMPORARY = re.compile(r"^\.tmp-step-\d+-(?:old-)?(?:(?P<pid>\d+)-)?")
 _FILES = ("model.safetensors", "training.pt")  # meta.json holds their checksums
 _KILL_HOOK = "T5LAB_TEST_KILL_IN_CHECKPOINT"
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def rng_state() -> dict[str, Any]:
@@ -124,7 +117,7 @@ def verify_checkpoint(path: str | Path) -> None:
     for name, digest in expected.items():
         file = path / name
         try:
-            actual = _sha256(file)
+            actual = sha256(file)
         except FileNotFoundError:
             raise T5LabError(f"{file}: missing (expected a checkpoint folder written by t5lab)") from None
         except OSError as e:
@@ -173,7 +166,7 @@ def _print_to_stderr(line: str) -> None:
     print(f"t5lab: {line}", file=sys.stderr)
 
 
-def _sha256(file: Path) -> str:
+def sha256(file: Path) -> str:
     digest = hashlib.sha256()
     with file.open("rb") as f:
         while chunk := f.read(1 << 20):
@@ -181,9 +174,9 @@ def _sha256(file: Path) -> str:
     return digest.hexdigest()
 
 
-def _all_finite(model: nn.Module) -> bool:
-    # One device sync per save, not per tensor.
-    flags = [torch.isfinite(p).all() for p in model.state_dict().values() if p.is_floating_point()]
+def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
+    """Whether every floating-point tensor holds only finite values (one device sync, not one per tensor)."""
+    flags = [torch.isfinite(t).all() for t in tensors if t.is_floating_point()]
     return bool(torch.stack(flags).all()) if flags else True
 
 
@@ -221,15 +214,15 @@ def save_checkpoint(
             _kill_hook("1")
             torch.save(training, tmp / "training.pt")
             _kill_hook("2")
-            files = {name: _sha256(tmp / name) for name in _FILES}
-            record = {"step": step, "finite": _all_finite(model), "files": files, **(meta or {})}
+            files = {name: sha256(tmp / name) for name in _FILES}
+            record = {"step": step, "finite": all_finite(model.state_dict().values()), "files": files, **(meta or {})}
             (tmp / "meta.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
             _kill_hook("3")
             for f in tmp.iterdir():
                 f.chmod(file_mode())
-                _fsync(f)
+                fsync(f)
             _kill_hook("4")
-            _fsync(tmp)
+            fsync(tmp)
             _kill_hook("5")
             if final.exists():  # the same step saved again (e.g. the end of a run that had just saved)
                 old = make_temporary_folder(root, f".tmp-step-{step:08d}-old-")
@@ -240,7 +233,7 @@ def save_checkpoint(
             else:
                 os.replace(tmp, final)
             _kill_hook("7")
-            _fsync(root)
+            fsync(root)
             _kill_hook("8")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

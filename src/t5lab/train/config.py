@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from t5lab.errors import T5LabError
+from t5lab.errors import T5LabError, field_checker
 
 OptimizerName = Literal["adamw", "adamwscale", "adafactor"]
 ScheduleName = Literal["cosine", "linear", "inverse-sqrt", "constant"]
@@ -92,9 +92,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", tuple(self.betas))
 
-        def need(ok: bool, field: str, expected: str) -> None:
-            if not ok:
-                raise T5LabError(f"train config field '{field}'={getattr(self, field)!r}: expected {expected}")
+        need = field_checker(self, "train config field")
 
         for field in ("steps", "batch_size", "grad_accum", "keep_last", "log_every"):
             value = getattr(self, field)

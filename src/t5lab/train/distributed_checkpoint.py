@@ -7,7 +7,7 @@ finds both kinds) holds
     training.pt               schedule, data position, TrainState (rank 0; weights_only-loadable)
     rank-NNNNN.pt             each rank's RNG states and data position (a resume on the same world size
                               continues them; on another, ranks start from rank 0's global data position)
-    meta.json                 step, configs, world size
+    meta.json                 step, configs, world size, sha256 of every file above, finite weights
 Every rank writes into one hidden `.tmp-step-*` folder that rank 0 names; after a barrier rank 0 fsyncs and
 renames it into place, so a `step-*` folder is always complete and a half-written one is never loaded.
 A DCP checkpoint also loads in a plain process without torchrun (DCP reads without a process group).
@@ -28,8 +28,8 @@ from torch import nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from t5lab.errors import T5LabError
-from t5lab.train.checkpoint import list_checkpoints, rng_state
-from t5lab.train.distributed import barrier, broadcast_text, world
+from t5lab.train.checkpoint import all_finite, list_checkpoints, rng_state, sha256
+from t5lab.train.distributed import barrier, broadcast_text, sum_over_ranks, world
 
 METADATA = ".metadata"
 
@@ -61,11 +61,17 @@ def save(root: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimiz
     model_state, optimizer_state = get_state_dict(model, optimizer)
     dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp)
     torch.save({"rng": rng_state(), "data": training["data"]}, tmp / f"rank-{rank:05d}.pt")
+    local = [t.to_local() if hasattr(t, "to_local") else t for t in model_state.values()]
+    device = local[0].device if local else torch.device("cpu")  # NCCL reduces CUDA tensors only
+    finite = sum_over_ranks(torch.tensor(float(not all_finite(local)), device=device)).item() == 0
     if rank == 0:
         torch.save({**training, "world_size": world().size}, tmp / "training.pt")
-        (tmp / "meta.json").write_text(json.dumps({"step": step, **meta}, indent=2, default=str) + "\n")
     barrier()  # every rank's shards are written
     if rank == 0:
+        # Checksums of every shard, written once all of them exist: verified on resume like any checkpoint.
+        files = {f.name: sha256(f) for f in sorted(tmp.iterdir())}
+        record = {"step": step, "finite": finite, "files": files, **meta}
+        (tmp / "meta.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
         for f in tmp.iterdir():
             _fsync(f)
         _fsync(tmp)

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from t5lab.files import write_atomic, write_figure
+from t5lab.files import pyplot, write_atomic, write_figure
 
 
 def router_metrics(routers: list[Any]) -> dict[str, float | list[float]]:
@@ -54,7 +54,7 @@ def router_metrics(routers: list[Any]) -> dict[str, float | list[float]]:
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """The rows of a metrics.jsonl (a torn last line from a killed run is ignored)."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     path = Path(path)
     if not path.is_file():
         return rows
@@ -100,11 +100,7 @@ class MetricsLog:
 
     def plot(self, path: str | Path | None = None) -> Path:
         """Training (and evaluation) loss against step, as a PNG (written atomically)."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+        plt = pyplot()
         path = Path(path) if path is not None else self.out / "loss.png"
         rows = read_metrics(self.path)
         train = [(r["step"], r["loss"]) for r in rows if "loss" in r]

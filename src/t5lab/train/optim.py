@@ -26,7 +26,9 @@ NO_DECAY_MARKERS: tuple[str, ...] = ("norm", "relative_bias", "bias")
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Two groups: decayed matrices and undecayed norms/bias tables (tied parameters counted once)."""
-    decay, no_decay, seen = [], [], set()
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    seen: set[int] = set()
     for name, p in model.named_parameters():
         if not p.requires_grad or id(p) in seen:
             continue
