@@ -84,7 +84,9 @@ def pretrain(
         precision: 'auto' (bf16 autocast on GPUs and CPUs that compute bf16 natively, else fp32), 'fp32' or 'bf16'.
         compile: run the model through torch.compile.
         dropout: dropout rate (overrides the recipe and the checkpoint's config).
-        resume: continue the run in OUT from its latest checkpoint.
+        resume: continue the run in OUT from its newest intact checkpoint (checksums verified; a corrupt or
+            non-finite one is reported and skipped). A folder whose run stopped before its first checkpoint
+            starts afresh, with or without --resume. OUT is locked while a run uses it.
         progress: show progress (a bar on a terminal, a line per tenth of the run otherwise).
     """
     out_dir = Path(out)
@@ -158,10 +160,12 @@ def _check_out(out: Path, resume: bool) -> Path | None:
         elif resume:
             print(f"t5lab: {out}: no checkpoint to resume from; starting a new run", file=sys.stderr)
         return None
-    latest = latest_checkpoint(checkpoints)
+    skipped: list[str] = []  # the training loop reports the skips when it picks the same checkpoint
+    latest = latest_checkpoint(checkpoints, report=skipped.append)
     if latest is None:
-        raise T5LabError(f"{checkpoints}: none of its {len(found)} checkpoints is intact and finite (see above); "
-                         "move the folder aside and start a new run")
+        raise T5LabError(f"{checkpoints}: none of its {len(found)} checkpoints is intact and finite "
+                         f"({skipped[0].removeprefix('skipping checkpoint ')}); move the folder aside and start a "
+                         "new run")
     return latest
 
 

@@ -189,7 +189,8 @@ def _all_finite(model: nn.Module) -> bool:
 
 def _kill_hook(position: str) -> None:
     """Test-only fault injection: T5LAB_TEST_KILL_IN_CHECKPOINT=N kills this process with SIGKILL at the Nth
-    numbered position of a checkpoint write (0-9, see save_checkpoint), to prove that no moment loses a run."""
+    numbered position of a checkpoint write (0-9, see save_checkpoint; all on the path of a run's first save),
+    to prove that no moment loses a run."""
     wanted = os.environ.get(_KILL_HOOK)
     if wanted is not None and wanted == position:
         os.kill(os.getpid(), signal.SIGKILL)
@@ -234,17 +235,17 @@ def save_checkpoint(
             if final.exists():  # the same step saved again (e.g. the end of a run that had just saved)
                 old = make_temporary_folder(root, f".tmp-step-{step:08d}-old-")
                 os.replace(final, old / final.name)
-                _kill_hook("6")
                 os.replace(tmp, final)
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 os.replace(tmp, final)
-            _kill_hook("7")
+            _kill_hook("6")
             _fsync(root)
-            _kill_hook("8")
+            _kill_hook("7")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _kill_hook("8")
     for old in list_checkpoints(root)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     _kill_hook("9")
