@@ -681,3 +681,13 @@ def test_fuzz_task_rows(tmp_path, rows):
     for reader in (read_tsv, read_jsonl, read_csv):
         with contextlib.suppress(T5LabError):
             list(reader(path))
+
+
+def test_only_rank_0_takes_the_run_folder_lock(tmp_path, monkeypatch):
+    with run_folder_lock(tmp_path):
+        monkeypatch.setenv("RANK", "1")
+        with run_folder_lock(tmp_path):  # another rank of the same torchrun job
+            pass
+        monkeypatch.setenv("RANK", "0")
+        with pytest.raises(T5LabError, match="another run"), run_folder_lock(tmp_path):
+            pass
