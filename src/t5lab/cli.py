@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Callable
 
-from t5lab.errors import T5LabError
+from t5lab.errors import T5LabError, describe_os_error
 
 
 def _commands() -> dict[str, Callable]:
@@ -116,8 +116,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"t5lab: error: {e}", file=sys.stderr)
         return 1
     except OSError as e:  # disk full, permission denied, read-only, a file where a folder is expected
-        from t5lab.files import describe_os_error
-
         print(f"t5lab: error: {describe_os_error('?', e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
