@@ -19,7 +19,7 @@ from collections.abc import Callable
 from importlib import import_module
 from typing import Any
 
-from t5lab.errors import T5LabError
+from t5lab.errors import T5LabError, describe_os_error
 
 # command → the recipe function that runs it ("module:function").
 COMMANDS = {
@@ -170,8 +170,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"t5lab: error: {e}", file=sys.stderr)
         return 1
     except OSError as e:  # disk full, permission denied, read-only, a file where a folder is expected
-        from t5lab.files import describe_os_error
-
         print(f"t5lab: error: {describe_os_error('?', e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -23,20 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from t5lab.errors import T5LabError
+from t5lab.errors import T5LabError, describe_os_error
 
-_CAUSES = {
-    errno.ENOSPC: "no space left on device",
-    errno.EDQUOT: "disk quota exceeded",
-    errno.EACCES: "permission denied",
-    errno.EPERM: "operation not permitted",
-    errno.EROFS: "read-only file system",
-    errno.ENOTDIR: "a file is where a folder is expected",
-    errno.EEXIST: "already exists (a file is where a folder is expected?)",
-    errno.EISDIR: "is a folder, expected a file",
-    errno.ENOENT: "no such file or folder",
-    errno.EIO: "input/output error (failing disk?)",
-}
 # What torch (inline_container.cc: "unexpected pos", "file write failed") and safetensors ("StorageFull")
 # say when a write hits a full disk; neither keeps the errno.
 _FULL_DISK_TEXT = re.compile(r"No space left|StorageFull|unexpected pos|file write failed|write failed", re.I)
@@ -56,15 +44,6 @@ def file_mode() -> int:
 def folder_mode() -> int:
     """The mode `mkdir` gives a new folder under the current umask (usually 0755)."""
     return 0o777 & ~_umask()
-
-
-def describe_os_error(path: str | Path, error: BaseException) -> str:
-    """One line: the path and the cause of an OSError (or of torch's/safetensors' wrapper of one)."""
-    if isinstance(error, OSError):
-        where = error.filename or path
-        cause = _CAUSES.get(error.errno or 0, error.strerror or str(error))
-        return f"{where}: {cause}"
-    return f"{path}: no space left on device (the write failed: {str(error).strip().splitlines()[0][:120]})"
 
 
 def is_full_disk_error(error: BaseException) -> bool:

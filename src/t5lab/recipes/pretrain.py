@@ -76,7 +76,9 @@ def pretrain(
         parallel: under torchrun, 'ddp' or 'fsdp' (FSDP2, sharded per T5 block); see docs/distributed.md.
         activation_checkpointing: recompute each T5 block's activations in the backward pass (less memory).
         dropout: dropout rate (overrides the recipe and the checkpoint's config).
-        resume: continue the run in OUT from its latest checkpoint.
+        resume: continue the run in OUT from its newest intact checkpoint (checksums verified; a corrupt or
+            non-finite one is reported and skipped). A folder whose run stopped before its first checkpoint
+            starts afresh, with or without --resume. OUT is locked while a run uses it.
         progress: show progress (a bar on a terminal, a line per tenth of the run otherwise).
     """
     from t5lab.data.pretraining import PretrainingStream
@@ -170,10 +172,12 @@ def _check_out(out: Path, resume: bool) -> Path | None:
         elif resume:
             print(f"t5lab: {out}: no checkpoint to resume from; starting a new run", file=sys.stderr)
         return None
-    latest = latest_checkpoint(checkpoints)
+    skipped: list[str] = []  # the training loop reports the skips when it picks the same checkpoint
+    latest = latest_checkpoint(checkpoints, report=skipped.append)
     if latest is None:
-        raise T5LabError(f"{checkpoints}: none of its {len(found)} checkpoints is intact and finite (see above); "
-                         "move the folder aside and start a new run")
+        raise T5LabError(f"{checkpoints}: none of its {len(found)} checkpoints is intact and finite "
+                         f"({skipped[0].removeprefix('skipping checkpoint ')}); move the folder aside and start a "
+                         "new run")
     return latest
 
 

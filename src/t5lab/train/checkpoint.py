@@ -43,6 +43,7 @@ from t5lab.files import (
     make_temporary_folder,
     os_errors,
     remove_dead_leftovers,
+    replace_dir_atomic,
 )
 
 _NAME = re.compile(r"^step-(\d+)$")
@@ -182,7 +183,8 @@ def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
 
 def _kill_hook(position: str) -> None:
     """Test-only fault injection: T5LAB_TEST_KILL_IN_CHECKPOINT=N kills this process with SIGKILL at the Nth
-    numbered position of a checkpoint write (0-9, see save_checkpoint), to prove that no moment loses a run."""
+    numbered position of a checkpoint write (0-9, see save_checkpoint; all on the path of a run's first save),
+    to prove that no moment loses a run."""
     wanted = os.environ.get(_KILL_HOOK)
     if wanted is not None and wanted == position:
         os.kill(os.getpid(), signal.SIGKILL)
@@ -224,20 +226,15 @@ def save_checkpoint(
             _kill_hook("4")
             fsync(tmp)
             _kill_hook("5")
-            if final.exists():  # the same step saved again (e.g. the end of a run that had just saved)
-                old = make_temporary_folder(root, f".tmp-step-{step:08d}-old-")
-                os.replace(final, old / final.name)
-                _kill_hook("6")
-                os.replace(tmp, final)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, final)
-            _kill_hook("7")
+            # Renamed into place (the same step may be saved again: the end of a run that had just saved).
+            replace_dir_atomic(tmp, final)
+            _kill_hook("6")
             fsync(root)
-            _kill_hook("8")
+            _kill_hook("7")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _kill_hook("8")
     for old in list_checkpoints(root)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     _kill_hook("9")

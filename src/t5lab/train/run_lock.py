@@ -2,7 +2,8 @@
 
 `fcntl.flock` is released by the kernel when the holder's file is closed or its process dies (kill -9
 included), so a lock is never left behind by a crash and never needs deleting by hand. The lock file keeps
-the holder's pid, for the message a second run gets. (Under torchrun only rank 0 takes it.)
+the holder's pid, for the message a second run gets. Under torchrun only rank 0 takes it (`RANK` unset
+or 0); the other ranks belong to the same run.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ def run_folder_lock(folder: str | Path) -> Iterator[Path]:
     folder = Path(folder)
     make_folder(folder)
     path = folder / LOCK_FILE
+    if os.environ.get("RANK", "0") != "0":  # torchrun's other ranks share rank 0's run and its lock
+        yield path
+        return
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, file_mode())
     except OSError as e:
