@@ -125,11 +125,12 @@ def plan_pieces(sources: Sequence[str], fmt: Format = "auto", paragraphs: bool =
                 size = os.path.getsize(source)
             except OSError as e:
                 raise T5LabError(f"{source}: cannot open ({e.strerror})") from None
-            n = max(1, -(-size // split_bytes))
-            bounds = [size * i // n for i in range(n + 1)]
-            pieces += [Piece(source, fmt_here, a, b) for a, b in zip(bounds, bounds[1:], strict=False)]
-        else:
-            pieces.append(Piece(source, fmt_here))
+            n = -(-size // split_bytes)
+            if n > 1:
+                bounds = [size * i // n for i in range(n + 1)]
+                pieces += [Piece(source, fmt_here, a, b) for a, b in zip(bounds, bounds[1:], strict=False)]
+                continue
+        pieces.append(Piece(source, fmt_here))
     return pieces
 
 

@@ -243,6 +243,9 @@ class _Lane:
                 return
             if not found and from_epoch_start:
                 names = ", ".join(map(str, self.reads.pieces))
+                if not any(True for piece in self.reads.pieces for _ in read_piece(piece, self.config.text_field,
+                                                                                    self.config.paragraphs)):
+                    raise T5LabError(f"{names}: contains no documents")
                 raise T5LabError(f"sources {list(self.config.sources)}: no training documents for lane "
                                  f"{self.lane_id} (it reads {names}); the corpus is too small for a global "
                                  "batch this large (one lane per example of the global batch)")
