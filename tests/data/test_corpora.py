@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from t5lab.data.builtin_corpus import builtin_documents
+from t5lab.data import corpora
 from t5lab.data.corpora import BadLine, iter_documents, plan_pieces, read_piece
 from t5lab.errors import T5LabError
 
@@ -140,3 +141,20 @@ def test_a_bad_line_inside_a_byte_range_names_its_line(tmp_path: Path) -> None:
             for piece in pieces:
                 for lazy, _ in read_piece(piece):
                     lazy()
+
+
+def test_a_streamed_hub_dataset_is_read_shard_by_shard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each piece of an 'hf:' source is one of the stream's files (C4 'en' has 1,024), so lanes never read
+    one another's; the hub is stood in for by local JSON files streamed the same way."""
+    datasets = pytest.importorskip("datasets")
+    files = []
+    for i in range(6):
+        files.append(str(tmp_path / f"p{i}.jsonl"))
+        Path(files[-1]).write_text("".join(json.dumps({"text": f"doc {i}-{j}"}) + "\n" for j in range(3)))
+    monkeypatch.setattr(corpora, "_hf_dataset", lambda source, text_field: datasets.load_dataset(
+        "json", data_files=files, split="train", streaming=True))
+    pieces = plan_pieces(["hf:stand-in"])
+    assert [(p.shard, p.num_shards) for p in pieces] == [(i, 6) for i in range(6)]
+    assert [lazy() for lazy, _ in read_piece(pieces[4])] == ["doc 4-0", "doc 4-1", "doc 4-2"]
+    _, position = next(iter(read_piece(pieces[2])))
+    assert [lazy() for lazy, _ in read_piece(pieces[2], position=position)] == ["doc 2-1", "doc 2-2"]

@@ -136,6 +136,22 @@ def test_global_batches_do_not_depend_on_world_size_or_workers(objective: str, w
     assert not torch.equal(one_in[0], one_in[1])
 
 
+@settings(max_examples=10, deadline=None)
+@given(world_size=st.sampled_from([1, 2, 3]), grad_accum=st.sampled_from([1, 2]), per_micro=st.integers(1, 2),
+       weight=st.floats(0.0, 1.0), seed=st.integers(0, 9))
+def test_world_size_independence_property(world_size: int, grad_accum: int, per_micro: int, weight: float,
+                                          seed: int) -> None:
+    """Any world size and grad_accum that give the same global batch (12 or 24) give the same batches."""
+    tok = FakeTokenizer(num_sentinels=60)
+    global_batch = 12 * per_micro
+    config = DataConfig(sources=("builtin", "builtin"), weights=(weight, 1.0), inputs_length=24,
+                        batch_size=global_batch, shuffle_buffer=10, seed=seed, eval_fraction=0.1)
+    one, _, _ = run_ranks(config, tok, 1, 0, 2)
+    config = config.replace(batch_size=global_batch // grad_accum, grad_accum=grad_accum)
+    many, _, _ = run_ranks(config, tok, world_size, 0, 2)
+    assert all(torch.equal(a, b) for a, b in zip(one, many, strict=True))
+
+
 @pytest.mark.parametrize(("before", "after"), [(2, 1), (1, 2)])
 def test_resume_on_another_world_size_continues_the_global_batches(before: int, after: int) -> None:
     tok = FakeTokenizer(num_sentinels=60)

@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
 from t5lab.data.builtin_corpus import BUILTIN, builtin_documents
 from t5lab.errors import T5LabError
@@ -107,19 +107,28 @@ class Piece:
     fmt: str
     start: int = 0
     end: int = -1  # -1: to the end of the source
+    shard: int = 0  # a Hugging Face dataset's pieces: shard `shard` of `num_shards`
+    num_shards: int = 1
 
     def __str__(self) -> str:
+        if self.num_shards > 1:
+            return f"{self.source} (shard {self.shard} of {self.num_shards})"
         return self.source if self.end < 0 else f"{self.source}[{self.start}:{self.end}]"
 
 
 def plan_pieces(sources: Sequence[str], fmt: Format = "auto", paragraphs: bool = False,
-                split_bytes: int = 1 << 20) -> list[Piece]:
+                split_bytes: int = 1 << 20, text_field: str = "text", split_rows: int = 10_000) -> list[Piece]:
     """The pieces of `sources`, in order: plain (uncompressed) line-per-document files are cut into byte
-    ranges of about `split_bytes`; gzip, Parquet, datasets, paragraph-mode text and `builtin` stay whole
-    (they cannot be entered in the middle cheaply)."""
+    ranges of about `split_bytes`; Hugging Face datasets into their shards (a streamed dataset's files, a
+    saved one's rows in blocks of `split_rows`); gzip, Parquet, paragraph-mode text and `builtin` stay
+    whole (they cannot be entered in the middle cheaply)."""
     pieces: list[Piece] = []
     for source in resolve_sources(sources):
         fmt_here = source_format(source, fmt)
+        if fmt_here == "hf":
+            n = _hf_shards(source, text_field, split_rows)
+            pieces += [Piece(source, fmt_here, shard=i, num_shards=n) for i in range(n)]
+            continue
         if fmt_here in ("text", "jsonl") and not source.endswith(".gz") and not (fmt_here == "text" and paragraphs):
             try:
                 size = os.path.getsize(source)
@@ -217,7 +226,8 @@ def _read_parquet(path: str, text_field: str) -> Iterator[Callable[[], str]]:
         raise T5LabError(f"{path}: not a readable Parquet file ({e})") from None
 
 
-def _read_hf(source: str, text_field: str) -> Iterator[Callable[[], str]]:
+def _hf_dataset(source: str, text_field: str) -> Any:
+    """The `datasets` dataset of `source`: streamed from the hub ('hf:...'), or a saved folder's train split."""
     try:
         import datasets
     except ImportError:
@@ -241,6 +251,26 @@ def _read_hf(source: str, text_field: str) -> Iterator[Callable[[], str]]:
             data = data["train"]
     if text_field not in (data.column_names or [text_field]):
         raise T5LabError(f"{source}: no column '{text_field}' (text_field); columns: {data.column_names}")
+    return data
+
+
+def _hf_shards(source: str, text_field: str, split_rows: int) -> int:
+    """Pieces of a dataset: a streamed one's files (C4 'en': 1,024), a saved one's rows in `split_rows`."""
+    data = _hf_dataset(source, text_field)
+    if source.startswith("hf:"):
+        return max(1, data.n_shards)
+    return max(1, -(-len(data) // split_rows))
+
+
+def _read_hf(piece: Piece, text_field: str) -> Iterator[Lazy]:
+    data = _hf_dataset(piece.source, text_field)
+    if piece.num_shards > 1:
+        if piece.source.startswith("hf:"):  # exactly the stream's files number `piece.shard` mod num_shards
+            from datasets.distributed import split_dataset_by_node
+
+            data = split_dataset_by_node(data, rank=piece.shard, world_size=piece.num_shards)
+        else:
+            data = data.shard(piece.num_shards, piece.shard, contiguous=True)
     for record in data:
         text = record[text_field]
         if isinstance(text, str) and text.strip():
@@ -263,7 +293,7 @@ def read_piece(piece: Piece, text_field: str = "text", paragraphs: bool = False,
     if piece.fmt == BUILTIN:
         return _counted((lambda d=d: d for d in builtin_documents()), position)
     if piece.fmt == "hf":
-        return _counted(_read_hf(piece.source, text_field), position)
+        return _counted(_read_hf(piece, text_field), position)
     if piece.fmt == "parquet":
         return _counted(_read_parquet(piece.source, text_field), position)
     if piece.fmt == "jsonl":

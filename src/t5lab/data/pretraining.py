@@ -6,7 +6,8 @@ The order of examples is defined by the GLOBAL batch, never by the world size or
 - The global batch holds B = world_size x grad_accum x batch_size examples; global example i is slot
   i mod B of global batch i // B. Each source group (all sources, or each source of a weighted mixture)
   has B *lanes*, one per slot: lane (g, k) is an endless, EOS-joined token stream over its own documents.
-- A corpus is cut into pieces (files; big plain text/JSONL files into byte ranges of `split_bytes`).
+- A corpus is cut into pieces (files; big plain text/JSONL files into byte ranges of `split_bytes`; a
+  Hugging Face dataset into its shards).
   With at least B pieces, lane k owns pieces k, k+B, k+2B, ...; with fewer, the lanes that share a
   piece take every n-th of its documents (and each decompresses the piece: cut corpora into many files).
   Within a piece every `eval_every`-th document is held out.
@@ -158,7 +159,7 @@ def held_out(config: DataConfig, index: int) -> bool:
 def held_out_documents(config: DataConfig) -> Iterator[str]:
     """The eval split's documents, piece after piece (for samples and inspection)."""
     for group in config.groups:
-        for piece in plan_pieces(group, config.format, config.paragraphs, config.split_bytes):
+        for piece in plan_pieces(group, config.format, config.paragraphs, config.split_bytes, config.text_field):
             for index, (lazy, _) in enumerate(read_piece(piece, config.text_field, config.paragraphs)):
                 if held_out(config, index):
                     yield lazy()
@@ -391,7 +392,7 @@ class PretrainingStream:
         self.per_rank = config.grad_accum * config.batch_size
         self.global_batch = world_size * self.per_rank
         self.weights = tuple(config.weights) or (1.0,)
-        self._pieces = [plan_pieces(group, config.format, config.paragraphs, config.split_bytes)
+        self._pieces = [plan_pieces(group, config.format, config.paragraphs, config.split_bytes, config.text_field)
                         for group in config.groups]
         first = rank * self.per_rank
         self._lanes = {lane: _start_lane() for lane in self.lanes_of(range(first, first + self.per_rank))}
@@ -473,7 +474,10 @@ class PretrainingStream:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        expected = {"version": _STATE_VERSION, "split": self.split, "global_batch": self.global_batch,
+        if state.get("version") != _STATE_VERSION:
+            raise T5LabError(f"data state version {state.get('version')!r}: this t5lab reads version {_STATE_VERSION} "
+                             "(version 1, per-worker shards, predates world-size independent lanes; restart the run)")
+        expected = {"split": self.split, "global_batch": self.global_batch,
                     "grad_accum": self.config.grad_accum, "groups": len(self._pieces)}
         for key, value in expected.items():
             if state.get(key) != value:
