@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from t5lab.data.builtin_corpus import builtin_documents
 from t5lab.data import corpora
+from t5lab.data.builtin_corpus import builtin_documents
 from t5lab.data.corpora import BadLine, iter_documents, plan_pieces, read_piece
 from t5lab.errors import T5LabError
 
