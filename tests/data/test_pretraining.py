@@ -152,6 +152,33 @@ def test_world_size_independence_property(world_size: int, grad_accum: int, per_
     assert all(torch.equal(a, b) for a, b in zip(one, many, strict=True))
 
 
+def test_resume_reads_nothing_before_the_saved_position(tmp_path: Path) -> None:
+    """After saving, every byte a lane read before its current shuffle block is made undecodable: the
+    resumed stream still gives the same batches, so it seeks past them instead of re-reading them."""
+    path = tmp_path / "docs.txt"
+    path.write_text("".join(f"w{i}\n" for i in range(2000)))
+    tok = IdTokenizer(pieces=2100)
+    config = DataConfig(sources=(str(path),), inputs_length=16, batch_size=4, shuffle_buffer=10,
+                        eval_fraction=0.0, split_bytes=200)
+    full, _ = _run(config, tok, 30)
+    _, state = _run(config, tok, 20)
+    stream = PretrainingStream(config, tok)
+    read = []  # byte ranges whose lines (those that start in them) the lanes are past
+    for lane, (_, _, _, _, piece_no, position, _) in state["lanes"].items():
+        pieces = stream.lane_reads(int(lane)).pieces
+        assert piece_no > 0  # the lane has moved on to a later piece
+        read += [(p.start, p.end) for p in pieces[:piece_no]] + [(pieces[piece_no].start, max(position, 0))]
+    lines, at = [], 0
+    for line in path.read_bytes().splitlines(keepends=True):
+        lines.append(b"\xff" * (len(line) - 1) + b"\n" if any(a <= at < b for a, b in read) else line)
+        at += len(line)
+    path.write_bytes(b"".join(lines))
+    rest, _ = _run(config, tok, 10, state)
+    assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(full[20:], rest, strict=True))
+    with pytest.raises(T5LabError, match="not UTF-8"):  # the corruption is real
+        _run(config, tok, 1)
+
+
 @pytest.mark.parametrize(("before", "after"), [(2, 1), (1, 2)])
 def test_resume_on_another_world_size_continues_the_global_batches(before: int, after: int) -> None:
     tok = FakeTokenizer(num_sentinels=60)
