@@ -6,9 +6,12 @@ shards are cut, and streams them through `PretrainingStream` with T5's SentenceP
 over `--batches` micro-batches after the first (which carries worker start-up and the first shuffle
 block), and that rate per worker. Issue 17's GPU target is 600k input tokens/s; 8 workers per GPU then
 need >= 75k input tokens/s each. Workers are processes: the per-worker figure is only meaningful while
-there are at least as many free cores as workers (`--workers` above the core count measures contention).
+there are at least as many free cores as workers (`--workers` above the core count measures contention),
+and SentencePiece encodes a batch on several threads, so the one-core figure is the one under
+`taskset -c 0` with `--workers 0` (the main process does a worker's job: read, tokenize, corrupt).
 
     PYTHONPATH=src python benchmarks/data_pipeline.py --workers 0 1 2
+    PYTHONPATH=src taskset -c 0 python benchmarks/data_pipeline.py --workers 0
 """
 
 from __future__ import annotations

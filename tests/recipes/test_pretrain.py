@@ -139,6 +139,8 @@ def test_bad_inputs_are_one_line_errors(recipe, tmp_path, capsys):
     assert "no documents" in _fails(capsys, *base, "--data", str(tmp_path / "empty.txt"), "--out", str(tmp_path / "b"))
     (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1") * 50)
     assert "not UTF-8" in _fails(capsys, *base, "--data", str(tmp_path / "latin1.txt"), "--out", str(tmp_path / "c"))
+    assert "'weights'=(0.8, 0.2): expected one weight per source (1 source)" in _fails(
+        capsys, *base, "--data", str(tmp_path / "latin1.txt"), "--data-weights", "0.8", "0.2", "--out", str(tmp_path / "w"))
     small = tmp_path / "small-vocab.yaml"
     small.write_text(recipe.read_text().replace("dropout: 0.1}", "dropout: 0.1, vocab_size: 150}"))
     assert "tokenizer has 164 ids" in _fails(capsys, "--recipe", str(small), "--out", str(tmp_path / "d"))

@@ -92,7 +92,9 @@ def pretrain(
     plan = _resolve(recipe, out_dir, resume, dict(
         model=model, tokenizer=tokenizer,
         model_overrides={"dropout": dropout},
-        data={"sources": [data] if isinstance(data, str) else data, "weights": data_weights,
+        # New --data without --data-weights: the recipe's weights were for its own sources.
+        data={"sources": [data] if isinstance(data, str) else data,
+              "weights": data_weights if data_weights is not None else ([] if data else None),
               "inputs_length": inputs_length, "seed": seed},
         train={"steps": steps, "batch_size": batch_size, "grad_accum": grad_accum, "lr": lr, "optimizer": optimizer,
                "eval_every": eval_every, "save_every": save_every, "log_every": log_every, "seed": seed,
