@@ -344,7 +344,7 @@ class _RankDataset(IterableDataset):
         for number in itertools.count():
             rng = np.random.default_rng([s.config.seed, _EVAL_SEED, s.rank, worker, number])
             denoiser = s.objective.draw(rng)
-            chunks = []
+            chunks: list[np.ndarray] = []
             while len(chunks) < s.config.batch_size and (chunk := cursor.take(denoiser.tokens_length)) is not None:
                 chunks.append(chunk)
             if not chunks:  # a partial chunk at the end is dropped
