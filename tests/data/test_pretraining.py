@@ -326,13 +326,14 @@ def test_bad_lines_fail_with_file_and_line_or_are_skipped_and_counted(tmp_path: 
     path = tmp_path / "big.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
     tok = IdTokenizer(pieces=3000)
-    config = DataConfig(sources=(str(path),), inputs_length=16, batch_size=2, eval_fraction=0.0, split_bytes=2000,
+    config = DataConfig(sources=(str(path),), inputs_length=64, batch_size=2, eval_fraction=0.0, split_bytes=2000,
                         shuffle_buffer=100, num_workers=2)
     with pytest.raises(T5LabError, match=r"^\S*big\.jsonl:1500: not UTF-8"):
         for _ in PretrainingStream(config, tok):
             pass
     stream = PretrainingStream(config.replace(skip_bad_lines=True), tok)
-    for _ in itertools.islice(stream, 300):  # one epoch of both lanes: 1000 documents x 4 tokens / 18 per example
+    assert stream.tokens_length == 70
+    for _ in itertools.islice(stream, 80):  # one epoch of each lane, not two: 1000 documents x 4 tokens / 70
         pass
     assert stream.skipped_lines == 1
 
