@@ -158,3 +158,20 @@ def test_a_streamed_hub_dataset_is_read_shard_by_shard(tmp_path: Path, monkeypat
     assert [lazy() for lazy, _ in read_piece(pieces[4])] == ["doc 4-0", "doc 4-1", "doc 4-2"]
     _, position = next(iter(read_piece(pieces[2])))
     assert [lazy() for lazy, _ in read_piece(pieces[2], position=position)] == ["doc 2-1", "doc 2-2"]
+
+
+def test_parquet_row_groups_are_pieces_and_a_broken_file_is_one_line(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "g.parquet"
+    texts = [f"row {i}" for i in range(10)]
+    pq.write_table(pa.table({"text": texts}), path, row_group_size=3)
+    pieces = plan_pieces([str(path)])
+    assert [(p.shard, p.num_shards) for p in pieces] == [(i, 4) for i in range(4)]
+    assert [[lazy() for lazy, _ in read_piece(p)] for p in pieces] == [texts[i : i + 3] for i in range(0, 10, 3)]
+    path.write_bytes(path.read_bytes()[:-20])  # truncated: the footer is gone
+    with pytest.raises(T5LabError, match=r"^\S*g\.parquet: not a readable Parquet file \(") as error:
+        plan_pieces([str(path)])
+    assert "\n" not in str(error.value)

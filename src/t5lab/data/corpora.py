@@ -107,7 +107,7 @@ class Piece:
     fmt: str
     start: int = 0
     end: int = -1  # -1: to the end of the source
-    shard: int = 0  # a Hugging Face dataset's pieces: shard `shard` of `num_shards`
+    shard: int = 0  # a Parquet file's row group or a Hugging Face dataset's shard, of `num_shards`
     num_shards: int = 1
 
     def __str__(self) -> str:
@@ -119,14 +119,18 @@ class Piece:
 def plan_pieces(sources: Sequence[str], fmt: Format = "auto", paragraphs: bool = False,
                 split_bytes: int = 1 << 20, text_field: str = "text", split_rows: int = 10_000) -> list[Piece]:
     """The pieces of `sources`, in order: plain (uncompressed) line-per-document files are cut into byte
-    ranges of about `split_bytes`; Hugging Face datasets into their shards (a streamed dataset's files, a
-    saved one's rows in blocks of `split_rows`); gzip, Parquet, paragraph-mode text and `builtin` stay
-    whole (they cannot be entered in the middle cheaply)."""
+    ranges of about `split_bytes`; Parquet files into their row groups; Hugging Face datasets into their
+    shards (a streamed dataset's files, a saved one's rows in blocks of `split_rows`); gzip, paragraph-mode
+    text and `builtin` stay whole (they cannot be entered in the middle cheaply)."""
     pieces: list[Piece] = []
     for source in resolve_sources(sources):
         fmt_here = source_format(source, fmt)
         if fmt_here == "hf":
             n = _hf_shards(source, text_field, split_rows)
+            pieces += [Piece(source, fmt_here, shard=i, num_shards=n) for i in range(n)]
+            continue
+        if fmt_here == "parquet":
+            n = max(1, _parquet(source, text_field)[0].metadata.num_row_groups)
             pieces += [Piece(source, fmt_here, shard=i, num_shards=n) for i in range(n)]
             continue
         if fmt_here in ("text", "jsonl") and not source.endswith(".gz") and not (fmt_here == "text" and paragraphs):
@@ -209,21 +213,33 @@ def _read_jsonl(piece: Piece, text_field: str, position: int | None) -> Iterator
             yield (lambda raw=raw, at=at: parse(raw, at)), after
 
 
-def _read_parquet(path: str, text_field: str) -> Iterator[Callable[[], str]]:
+def _parquet(path: str, text_field: str) -> tuple[Any, tuple[type[Exception], ...]]:
+    """The opened Parquet file and the exceptions that mean it is unreadable (pyarrow raises its own)."""
     try:
+        import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
         raise T5LabError(f"{path}: reading Parquet needs pyarrow (pip install 't5lab[parquet]')") from None
+    unreadable = (OSError, pa.ArrowException)
     try:
-        table = pq.ParquetFile(path)
-        if text_field not in table.schema_arrow.names:
-            raise T5LabError(f"{path}: no column '{text_field}' (text_field); columns: {table.schema_arrow.names}")
-        for batch in table.iter_batches(columns=[text_field], batch_size=1024):
+        file = pq.ParquetFile(path)
+    except unreadable as e:
+        raise T5LabError(f"{path}: not a readable Parquet file ({e})") from None
+    if text_field not in file.schema_arrow.names:
+        raise T5LabError(f"{path}: no column '{text_field}' (text_field); columns: {file.schema_arrow.names}")
+    return file, unreadable
+
+
+def _read_parquet(piece: Piece, text_field: str) -> Iterator[Lazy]:
+    file, unreadable = _parquet(piece.source, text_field)
+    row_groups = [piece.shard] if piece.num_shards > 1 else None
+    try:
+        for batch in file.iter_batches(batch_size=1024, row_groups=row_groups, columns=[text_field]):
             for text in batch.column(0).to_pylist():
                 if isinstance(text, str) and text.strip():  # nulls and empty rows are not documents
                     yield lambda text=text: text
-    except OSError as e:
-        raise T5LabError(f"{path}: not a readable Parquet file ({e})") from None
+    except unreadable as e:
+        raise T5LabError(f"{piece.source}: not a readable Parquet file ({e})") from None
 
 
 def _hf_dataset(source: str, text_field: str) -> Any:
@@ -295,7 +311,7 @@ def read_piece(piece: Piece, text_field: str = "text", paragraphs: bool = False,
     if piece.fmt == "hf":
         return _counted(_read_hf(piece, text_field), position)
     if piece.fmt == "parquet":
-        return _counted(_read_parquet(piece.source, text_field), position)
+        return _counted(_read_parquet(piece, text_field), position)
     if piece.fmt == "jsonl":
         return _read_jsonl(piece, text_field, position)
     return _read_text(piece, paragraphs, position)
