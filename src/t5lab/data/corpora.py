@@ -9,6 +9,7 @@ reader touches only its own bytes and a resumed reader seeks instead of re-readi
 
 from __future__ import annotations
 
+import functools
 import glob
 import gzip
 import json
@@ -242,6 +243,7 @@ def _read_parquet(piece: Piece, text_field: str) -> Iterator[Lazy]:
         raise T5LabError(f"{piece.source}: not a readable Parquet file ({e})") from None
 
 
+@functools.lru_cache(maxsize=16)  # a lane opens each of its shards; resolving a hub dataset is a round trip
 def _hf_dataset(source: str, text_field: str) -> Any:
     """The `datasets` dataset of `source`: streamed from the hub ('hf:...'), or a saved folder's train split."""
     try:
