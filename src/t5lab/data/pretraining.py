@@ -1,23 +1,38 @@
 """The pre-training stream: corpus -> tokens -> fixed-length chunks -> denoised batches, sharded and resumable.
 
-Documents are numbered in corpus order. With `eval_fraction` f, every round(1/f)-th document is held out
-(the eval split); the rest are dealt round-robin to `world_size * num_workers` shards, shard
-`rank * num_workers + worker`, so an epoch shows every training document exactly once across all ranks.
-Each shard groups its documents into blocks of `shuffle_buffer`, permuted by a seed derived from (seed,
-shard, epoch, block): a shuffle buffer whose whole state is a few integers. The shard's documents are
-tokenized (in the DataLoader worker), joined with EOS as T5 does, and cut into raw chunks of exactly the
-denoiser's `tokens_length` (a chunk may span documents and epochs), then denoised a batch at a time.
+The order of examples is defined by the GLOBAL batch, never by the world size or the number of workers
+(MosaicML streaming's "canonical nodes" idea, with one lane per slot of the global batch):
 
-Resume: a worker's position is (epoch, block, document, token offset, batch counter); every batch carries
-its worker's position after it, `PretrainingStream` keeps the last one consumed from each worker, and a
-stream loaded from `state_dict()` continues with exactly the next batches (all randomness is seeded from
-those integers).
+- The global batch holds B = world_size x grad_accum x batch_size examples; global example i is slot
+  i mod B of global batch i // B. Each source group (all sources, or each source of a weighted mixture)
+  has B *lanes*, one per slot: lane (g, k) is an endless, EOS-joined token stream over its own documents.
+- A corpus is cut into pieces (files; big plain text/JSONL files into byte ranges of `split_bytes`; a
+  Hugging Face dataset into its shards).
+  With at least B pieces, lane k owns pieces k, k+B, k+2B, ...; with fewer, the lanes that share a
+  piece take every n-th of its documents (and each decompresses the piece: cut corpora into many files).
+  Within a piece every `eval_every`-th document is held out.
+- Each epoch, a lane shuffles its documents in blocks of `shuffle_buffer` (seeded by seed, lane, epoch,
+  block), tokenizes them, joins them with EOS and cuts raw chunks of the denoiser's `tokens_length`.
+- Example i draws its source group by the weights and its span noise from a generator seeded by
+  (seed, i); a UL2 denoiser is drawn per global batch. So an example is the same whoever computes it.
+- Rank r owns slots [r*a*b, (r+1)*a*b) (a = grad_accum, b = batch_size) and yields them as a micro-
+  batches of b: concatenating the ranks' micro-batches of a step gives the 1-rank global batch. Worker j
+  of a rank owns the rank's slots j, j+W, ...: every rank x worker reads only its own lanes' pieces.
+
+Resume: `state_dict()` is the global position (the next global batch and micro-batch) and, for each lane
+this rank owns, (epoch, block, doc, token offset, and where its block starts: piece, position in it,
+documents of the piece read). None of it depends on the world size or workers, so a state saved by two
+ranks (merged with `merge_states`) resumes on one, and the other way round; a resumed lane seeks to its
+block (plain files) or skips documents within one piece (gzip, Parquet), never re-reading earlier pieces.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+import itertools
+import math
+import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -26,12 +41,16 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from t5lab.data.builtin_corpus import BUILTIN
-from t5lab.data.corpora import FORMATS, Format, iter_documents
-from t5lab.data.objectives import OBJECTIVES, Mixture, Objective, TokenizerLike, build_objective
+from t5lab.data.corpora import FORMATS, BadLine, Format, Piece, plan_pieces, read_piece
+from t5lab.data.objectives import OBJECTIVES, Denoiser, Mixture, Objective, TokenizerLike, build_objective
 from t5lab.errors import T5LabError, field_checker
 
 Split = Literal["train", "eval"]
-_STATE_VERSION = 1
+_STATE_VERSION = 2
+# A lane's position: epoch, block, document in block, token offset in it; the block's start: piece, position
+# in the piece (-1: its start), documents of the piece read before it.
+_LANE_FIELDS = ("epoch", "block", "doc", "offset", "piece", "position", "index")
+_EVAL_SEED = 0xE7A1  # keeps the held-out noise apart from the training noise
 
 
 class Tokenizes(TokenizerLike, Protocol):
@@ -45,6 +64,8 @@ class DataConfig:
     Args:
         sources: paths, globs, 'builtin' (the standard library's documentation; no files needed) or
             'hf:NAME[:CONFIG][@SPLIT]' (a Hugging Face hub dataset, streamed).
+        weights: one weight per source: each example comes from source s with probability weights[s] /
+            sum(weights) (drawn per global example). Empty: all sources form one corpus.
         format: 'auto' (from the file suffix), 'text', 'jsonl', 'parquet' or 'hf' (a saved dataset folder).
         text_field: the JSONL field / Parquet or dataset column holding the text.
         paragraphs: text files: one document per blank-line separated paragraph instead of per line.
@@ -52,14 +73,21 @@ class DataConfig:
         noise_density: span corruption: fraction of raw tokens masked.
         mean_noise_span_length: span corruption: average masked span length.
         objective: 'span_corruption' (T5) or 'ul2' (mixture of denoisers).
-        batch_size: examples per batch (per rank).
-        num_workers: DataLoader worker processes per rank (0: tokenize in the main process).
+        batch_size: examples per micro-batch on each rank. The global batch is world_size x grad_accum x
+            batch_size, and it (not the world size) defines the data order.
+        grad_accum: micro-batches per rank per global batch.
+        num_workers: DataLoader worker processes per rank (0: tokenize in the main process); at most
+            grad_accum x batch_size, as each worker owns whole slots of the rank's share.
         shuffle_buffer: documents shuffled together (1: corpus order).
         seed: seeds the shuffle and the noise.
         eval_fraction: fraction of documents held out for evaluation (0: none).
+        split_bytes: plain text/JSONL files are read in byte ranges of about this size, dealt to lanes.
+        skip_bad_lines: skip (and count) lines that are not UTF-8 or not valid JSONL instead of stopping
+            with the file and line.
     """
 
     sources: tuple[str, ...] = (BUILTIN,)
+    weights: tuple[float, ...] = ()
     format: Format = "auto"
     text_field: str = "text"
     paragraphs: bool = False
@@ -68,145 +96,172 @@ class DataConfig:
     mean_noise_span_length: float = 3.0
     objective: Objective = "span_corruption"
     batch_size: int = 8
+    grad_accum: int = 1
     num_workers: int = 0
     shuffle_buffer: int = 1000
     seed: int = 0
     eval_fraction: float = 0.01
+    split_bytes: int = 1 << 20
+    skip_bad_lines: bool = False
 
     def __post_init__(self) -> None:
-        if isinstance(self.sources, str):  # a single path given where a list is expected
-            object.__setattr__(self, "sources", (self.sources,))
-        object.__setattr__(self, "sources", tuple(self.sources))
+        for name in ("sources", "weights"):
+            value = getattr(self, name)
+            if isinstance(value, str | int | float):  # a single value given where a list is expected
+                value = (value,)
+            object.__setattr__(self, name, tuple(value))
 
         need = field_checker(self, "data config field")
 
         need(len(self.sources) > 0, "sources", "at least one path, glob, 'builtin' or 'hf:NAME'")
+        need(all(isinstance(w, int | float) and not isinstance(w, bool) for w in self.weights), "weights",
+             "numbers, one per source")
+        need(len(self.weights) in (0, len(self.sources)), "weights",
+             f"one weight per source ({len(self.sources)} source{'s' if len(self.sources) != 1 else ''})")
+        need(all(math.isfinite(w) and w >= 0 for w in self.weights) and (not self.weights or sum(self.weights) > 0),
+             "weights", "finite, non-negative numbers, not all zero")
         need(self.format in FORMATS, "format", f"one of {', '.join(FORMATS)}")
         need(self.objective in OBJECTIVES, "objective", f"one of {', '.join(OBJECTIVES)}")
         need(self.inputs_length >= 8, "inputs_length", "at least 8 tokens")
         need(0.0 < self.noise_density < 1.0, "noise_density", "a fraction strictly between 0 and 1")
         need(self.mean_noise_span_length >= 1.0, "mean_noise_span_length", "at least 1.0")
         need(self.batch_size >= 1, "batch_size", "a positive integer")
+        need(self.grad_accum >= 1, "grad_accum", "a positive integer")
         need(self.num_workers >= 0, "num_workers", "0 or more worker processes")
+        need(self.num_workers <= self.grad_accum * self.batch_size, "num_workers",
+             f"at most grad_accum x batch_size = {self.grad_accum * self.batch_size} (a worker owns whole slots)")
         need(self.shuffle_buffer >= 1, "shuffle_buffer", "at least 1 document")
         need(0.0 <= self.eval_fraction <= 0.5, "eval_fraction", "a fraction in [0, 0.5]")
+        need(self.split_bytes >= 1, "split_bytes", "a positive number of bytes")
 
     def replace(self, **changes: Any) -> DataConfig:
         return dataclasses.replace(self, **changes)
 
     @property
     def eval_every(self) -> int:
-        """Every `eval_every`-th document is held out (0: none)."""
+        """Every `eval_every`-th document of a piece is held out (0: none)."""
         return round(1 / self.eval_fraction) if self.eval_fraction > 0 else 0
 
+    @property
+    def groups(self) -> tuple[tuple[str, ...], ...]:
+        """The source groups: each weighted source alone, or all sources as one corpus."""
+        return tuple((s,) for s in self.sources) if self.weights else (self.sources,)
 
-def shard_of(config: DataConfig, number: int, split: Split, num_shards: int) -> tuple[int, int] | None:
-    """(shard, position within the shard) of document `number` in `split`, or None if it is in the other
-    split. Pure arithmetic, so a worker skips other shards' documents without decoding them."""
+
+def held_out(config: DataConfig, index: int) -> bool:
+    """Whether the `index`-th document (from 0) of a piece belongs to the eval split."""
     k = config.eval_every
-    held_out = k > 0 and number % k == k - 1
-    if held_out != (split == "eval"):
-        return None
-    index = number // k if held_out else number - (number // k if k else 0)
-    return index % num_shards, index // num_shards
+    return k > 0 and index % k == k - 1
 
 
-def _start_state() -> dict[str, int]:
-    return {"epoch": 0, "block": 0, "doc": 0, "offset": 0, "batch": 0}
+def held_out_documents(config: DataConfig) -> Iterator[str]:
+    """The eval split's documents, piece after piece (for samples and inspection)."""
+    for group in config.groups:
+        for piece in plan_pieces(group, config.format, config.paragraphs, config.split_bytes, config.text_field):
+            for index, (lazy, _) in enumerate(read_piece(piece, config.text_field, config.paragraphs)):
+                if held_out(config, index):
+                    yield lazy()
 
 
-class ShardStream:
-    """One shard's batches, each with the shard's position after it; starts from `state`."""
+def _start_lane() -> list[int]:
+    return [0, 0, 0, 0, 0, -1, 0]
 
-    def __init__(
-        self,
-        config: DataConfig,
-        tokenizer: Tokenizes,
-        objective: Mixture,
-        shard: int,
-        num_shards: int,
-        split: Split = "train",
-        state: dict[str, int] | None = None,
-    ) -> None:
-        self.config, self.tokenizer, self.objective = config, tokenizer, objective
-        self.shard, self.num_shards, self.split = shard, num_shards, split
-        self.state = dict(state or _start_state())
 
-    def _blocks(self, epoch: int, first_block: int) -> Iterator[tuple[int, list[str]]]:
-        size = self.config.shuffle_buffer if self.split == "train" else 1
-        first_index = first_block * size
+@dataclass(frozen=True)
+class _LanePieces:
+    """What lane `lane` of `lanes` reads: its own pieces, or every `share`-th document (from `first`) of a
+    piece it shares with other lanes."""
 
-        def keep(number: int) -> bool:
-            where = shard_of(self.config, number, self.split, self.num_shards)
-            return where is not None and where[0] == self.shard and where[1] >= first_index
+    pieces: tuple[Piece, ...]
+    share: int
+    first: int
 
-        block, texts = first_block, []
-        docs = iter_documents(self.config.sources, self.config.format, self.config.text_field,
-                              self.config.paragraphs, keep)
-        for text in docs:
-            texts.append(text)
-            if len(texts) == size:
-                yield block, self._shuffled(texts, epoch, block)
-                block, texts = block + 1, []
-        if texts:
-            yield block, self._shuffled(texts, epoch, block)
+    @classmethod
+    def of(cls, pieces: Sequence[Piece], lane: int, lanes: int) -> _LanePieces:
+        if len(pieces) >= lanes:
+            return cls(tuple(pieces[lane::lanes]), 1, 0)
+        home = lane % len(pieces)
+        return cls((pieces[home],), len(range(home, lanes, len(pieces))), lane // len(pieces))
 
-    def _shuffled(self, texts: list[str], epoch: int, block: int) -> list[str]:
-        if self.split != "train" or len(texts) == 1:
-            return texts
-        order = np.random.default_rng([self.config.seed, self.shard, epoch, block]).permutation(len(texts))
-        return [texts[i] for i in order]
 
-    def documents(self) -> Iterator[tuple[tuple[int, int, int], list[int]]]:
-        """(epoch, block, doc) and EOS-terminated tokens of each document from the saved position on;
-        endless for the train split, one pass for eval."""
-        epoch, block, doc = self.state["epoch"], self.state["block"], self.state["doc"]
+class _Lane:
+    """One lane's documents of one split from a saved position: (epoch, block, doc, block start) and tokens."""
+
+    def __init__(self, config: DataConfig, tokenizer: Tokenizes, reads: _LanePieces, lane_id: int,
+                 split: Split, state: Sequence[int]) -> None:
+        self.config, self.tokenizer, self.reads, self.lane_id, self.split = config, tokenizer, reads, lane_id, split
+        self.state = list(state)
+        self.skipped = 0  # bad lines skipped (skip_bad_lines)
+
+    def _mine(self, index: int) -> bool:
+        """Whether the `index`-th document of the piece is this lane's and in its split."""
+        k = self.config.eval_every
+        if held_out(self.config, index) != (self.split == "eval"):
+            return False
+        number = index // k if self.split == "eval" else index - (index // k if k else 0)
+        return number % self.reads.share == self.reads.first
+
+    def _epoch(self, piece_no: int, position: int, index: int) -> Iterator[tuple[Any, tuple[int, int, int]]]:
+        """(lazy document, where reading resumes after it) of this lane from a block start to the epoch's end."""
+        c = self.config
+        while piece_no < len(self.reads.pieces):
+            piece = self.reads.pieces[piece_no]
+            for lazy, after in read_piece(piece, c.text_field, c.paragraphs, None if position < 0 else position):
+                index += 1
+                if self._mine(index - 1):
+                    yield lazy, (piece_no, after, index)
+            piece_no, position, index = piece_no + 1, -1, 0
+
+    def _decoded(self, lazies: list[Any]) -> list[str]:
+        texts = []
+        for lazy in lazies:
+            try:
+                texts.append(lazy())
+            except BadLine:
+                if not self.config.skip_bad_lines:
+                    raise
+                self.skipped += 1
+        return texts
+
+    def documents(self) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
+        """(epoch, block, doc, piece, position, index) and EOS-terminated tokens of each document from the
+        saved position on; endless for the train split, one pass for eval."""
+        epoch, block, doc, _, *start = self.state
+        size = self.config.shuffle_buffer if self.split == "train" else 1 << 30
         while True:
+            from_epoch_start = block == 0 and doc == 0
             found = False
-            for block_no, texts in self._blocks(epoch, block):
+            docs = self._epoch(*start)
+            while batch := list(itertools.islice(docs, size)):
                 found = True
-                texts = texts[doc:] if block_no == block else texts
-                first = doc if block_no == block else 0
-                for i, tokens in enumerate(self.tokenizer.encode_batch(texts, add_eos=True)):
-                    yield (epoch, block_no, first + i), tokens
+                texts = self._shuffled(self._decoded([lazy for lazy, _ in batch]), epoch, block)
+                for i, tokens in enumerate(self.tokenizer.encode_batch(texts[doc:], add_eos=True)):
+                    yield (epoch, block, doc + i, *start), np.asarray(tokens, dtype=np.int64)
+                block, doc, start = block + 1, 0, list(batch[-1][1])
             if self.split == "eval":
                 return
-            if not found and block == 0:
-                raise T5LabError(
-                    f"sources {list(self.config.sources)}: no training documents for shard {self.shard} of "
-                    f"{self.num_shards} (world_size x num_workers); the corpus is too small"
-                )
-            epoch, block, doc = epoch + 1, 0, 0
+            if not found and from_epoch_start:
+                names = ", ".join(map(str, self.reads.pieces))
+                if not any(True for piece in self.reads.pieces for _ in read_piece(piece, self.config.text_field,
+                                                                                    self.config.paragraphs)):
+                    raise T5LabError(f"{names}: contains no documents")
+                raise T5LabError(f"sources {list(self.config.sources)}: no training documents for lane "
+                                 f"{self.lane_id} (it reads {names}); the corpus is too small for a global "
+                                 "batch this large (one lane per example of the global batch)")
+            epoch, block, doc, start = epoch + 1, 0, 0, [0, -1, 0]
 
-    def __iter__(self) -> Iterator[tuple[dict[str, np.ndarray], dict[str, int]]]:
-        cursor = _TokenCursor(self.documents(), self.state)
-        while True:
-            rng = np.random.default_rng([self.config.seed, self.shard, self.state["batch"], int(self.split == "eval")])
-            denoiser = self.objective.draw(rng)
-            chunks: list[np.ndarray] = []
-            while len(chunks) < self.config.batch_size:
-                chunk = cursor.take(denoiser.tokens_length)
-                if chunk is None:  # eval split exhausted: a partial chunk is dropped
-                    break
-                chunks.append(chunk)
-            if not chunks:
-                return
-            inputs, targets = denoiser(np.stack(chunks), rng)
-            epoch, block, doc = cursor.where
-            self.state = {"epoch": epoch, "block": block, "doc": doc, "offset": cursor.offset,
-                          "batch": self.state["batch"] + 1}
-            yield {"input_ids": inputs, "labels": targets}, dict(self.state)
-            if len(chunks) < self.config.batch_size:
-                return
+    def _shuffled(self, texts: list[str], epoch: int, block: int) -> list[str]:
+        if self.split != "train" or len(texts) <= 1:
+            return texts
+        order = np.random.default_rng([self.config.seed, self.lane_id, epoch, block]).permutation(len(texts))
+        return [texts[i] for i in order]
 
 
 class _TokenCursor:
-    """Reads a shard's EOS-joined token stream; (`where`, `offset`) locate the next token to read."""
+    """Reads an EOS-joined token stream; (`where`, `offset`) locate the next token to read."""
 
-    def __init__(self, docs: Iterator[tuple[tuple[int, int, int], list[int]]], state: dict[str, int]) -> None:
-        self._docs = docs
-        self.where = (state["epoch"], state["block"], state["doc"])
-        self.offset = state["offset"]
+    def __init__(self, docs: Iterator[tuple[tuple[int, ...], np.ndarray]], where: tuple[int, ...], offset: int) -> None:
+        self._docs, self.where, self.offset = docs, where, offset
         self._tokens: np.ndarray | None = None  # the document at `where`, read on first use
 
     def take(self, n: int) -> np.ndarray | None:
@@ -219,8 +274,7 @@ class _TokenCursor:
                     return None
                 if self._tokens is not None:  # the resumed document keeps its saved offset
                     self.offset = 0
-                self.where, raw = nxt
-                self._tokens = np.asarray(raw, dtype=np.int64)
+                self.where, self._tokens = nxt
                 continue
             piece = self._tokens[self.offset : self.offset + n]
             pieces.append(piece)
@@ -229,36 +283,89 @@ class _TokenCursor:
         return np.concatenate(pieces)
 
 
-class _ShardedDataset(IterableDataset):
-    """Runs in each DataLoader worker: picks the worker's shard and tags batches with (worker, state).
+class _LaneCursor:
+    """A lane's token cursor with its state as the 7 integers of `_LANE_FIELDS`."""
 
-    `rotate` renumbers workers so that a resumed loader, whose first batch always comes from DataLoader
-    worker 0, continues with the logical worker that was next in the interrupted run.
-    """
+    def __init__(self, lane: _Lane) -> None:
+        self.lane = lane
+        epoch, block, doc, offset, *start = lane.state
+        self.cursor = _TokenCursor(lane.documents(), (epoch, block, doc, *start), offset)
 
-    def __init__(self, stream: PretrainingStream, states: list[dict[str, int]], rotate: int) -> None:
-        self.stream, self.states, self.rotate = stream, states, rotate
+    def take(self, n: int) -> np.ndarray | None:
+        return self.cursor.take(n)
+
+    @property
+    def state(self) -> list[int]:
+        epoch, block, doc, *start = self.cursor.where
+        return [epoch, block, doc, self.cursor.offset, *start]
+
+
+class _RankDataset(IterableDataset):
+    """Runs in each DataLoader worker (or the main process): the worker's slots of each global batch."""
+
+    def __init__(self, stream: PretrainingStream, lanes: dict[int, list[int]], first_batch: int) -> None:
+        self.stream, self.lanes, self.first_batch = stream, lanes, first_batch
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
-        workers = self.stream.workers
-        logical = ((info.id if info else 0) + self.rotate) % workers
         s = self.stream
-        shard = ShardStream(s.config, s.tokenizer, s.objective, s.rank * workers + logical,
-                            s.world_size * workers, s.split, self.states[logical])
-        for arrays, state in shard:
-            yield {**{k: torch.from_numpy(v) for k, v in arrays.items()}, "_worker": logical, "_state": state}
+        worker = info.id if info else 0
+        if s.split == "eval":
+            yield from self._eval(worker)
+            return
+        slots = s.slots(worker)
+        cursors = {lane: _LaneCursor(_Lane(s.config, s.tokenizer, s.lane_reads(lane), lane, "train", self.lanes[lane]))
+                   for lane in s.lanes_of(slots)}
+        cumulative = np.cumsum(s.weights)
+        for number in itertools.count(self.first_batch):
+            denoiser = s.denoiser_of_batch(number)
+            inputs, labels = [], []
+            for slot in slots:
+                rng = np.random.default_rng([s.config.seed, number * s.global_batch + slot])
+                group = int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
+                group = min(group, len(cumulative) - 1)
+                chunk = cursors[group * s.global_batch + slot].take(denoiser.tokens_length)
+                assert chunk is not None  # the train split is endless
+                x, y = denoiser(chunk[None, :], rng)
+                inputs.append(x[0])
+                labels.append(y[0])
+            yield {"input_ids": torch.from_numpy(np.stack(inputs)), "labels": torch.from_numpy(np.stack(labels)),
+                   "_lanes": {lane: c.state for lane, c in cursors.items()},
+                   "_skipped": sum(c.lane.skipped for c in cursors.values())}
+
+    def _eval(self, worker: int) -> Iterator[dict[str, Any]]:
+        """One pass over the held-out documents of the worker's lanes, lane after lane, in batches."""
+        s = self.stream
+        lanes = [_Lane(s.config, s.tokenizer, s.lane_reads(lane), lane, "eval", _start_lane())
+                 for lane in s.lanes_of(s.slots(worker))]
+        cursor = _TokenCursor(itertools.chain.from_iterable(lane.documents() for lane in lanes), (), 0)
+        for number in itertools.count():
+            rng = np.random.default_rng([s.config.seed, _EVAL_SEED, s.rank, worker, number])
+            denoiser = s.objective.draw(rng)
+            chunks: list[np.ndarray] = []
+            while len(chunks) < s.config.batch_size and (chunk := cursor.take(denoiser.tokens_length)) is not None:
+                chunks.append(chunk)
+            if not chunks:  # a partial chunk at the end is dropped
+                return
+            x, y = denoiser(np.stack(chunks), rng)
+            yield {"input_ids": torch.from_numpy(x), "labels": torch.from_numpy(y), "_lanes": {},
+                   "_skipped": sum(lane.skipped for lane in lanes)}
+            if len(chunks) < s.config.batch_size:
+                return
 
 
 class PretrainingStream:
-    """Batches {"input_ids": int64 [B, inputs_length], "labels": int64 [B, targets_length]} for one rank.
+    """Batches {"input_ids": int64 [b, inputs_length], "labels": int64 [b, targets_length]} for one rank.
 
-    Iterating continues where the last iteration stopped; `state_dict()` (plain ints, JSON- and
-    `torch.save(weights_only=True)`-safe) taken after N batches, loaded into a new stream with the same
-    config, tokenizer, rank and world size, yields batch N+1 next, bit for bit. With objective 'ul2' the
-    labels' length depends on the batch's denoiser. No padding: no attention mask is needed.
-    The train split is endless (epoch after epoch); the eval split is one pass, restarted by every
-    iteration, and its last batch may be smaller.
+    For each global batch N (world_size x grad_accum x batch_size examples; see the module docstring)
+    the train split yields this rank's contiguous slice of it as `grad_accum` micro-batches of
+    `batch_size`; concatenating the ranks' micro-batches of a step gives exactly the global batch of a
+    1-rank stream. Iterating continues where the last iteration stopped; `state_dict()` (plain ints,
+    JSON- and `torch.save(weights_only=True)`-safe), loaded into a stream with the same data config and
+    global batch (any world size or num_workers; per-rank states merged with `merge_states`), yields the
+    next micro-batch, bit for bit. With objective 'ul2' the labels' length depends on the batch's
+    denoiser. No padding: no attention mask is needed. The eval split is one pass over this rank's
+    held-out documents, restarted by every iteration; its last batch may be smaller.
     """
 
     def __init__(
@@ -277,11 +384,18 @@ class PretrainingStream:
         if split == "eval" and config.eval_every == 0:
             raise T5LabError("eval split requested but data config field 'eval_fraction' is 0")
         self.config, self.tokenizer, self.rank, self.world_size, self.split = config, tokenizer, rank, world_size, split
-        self.objective = build_objective(config.objective, tokenizer, config.inputs_length, config.noise_density,
-                                         config.mean_noise_span_length)
+        self.objective: Mixture = build_objective(config.objective, tokenizer, config.inputs_length,
+                                                  config.noise_density, config.mean_noise_span_length)
         self.workers = max(config.num_workers, 1)
-        self._states = [_start_state() for _ in range(self.workers)]
-        self._next_worker = 0
+        self.per_rank = config.grad_accum * config.batch_size
+        self.global_batch = world_size * self.per_rank
+        self.weights = tuple(config.weights) or (1.0,)
+        self._pieces = [plan_pieces(group, config.format, config.paragraphs, config.split_bytes, config.text_field)
+                        for group in config.groups]
+        first = rank * self.per_rank
+        self._lanes = {lane: _start_lane() for lane in self.lanes_of(range(first, first + self.per_rank))}
+        self._next_batch, self._micro = 0, 0
+        self.skipped_lines = 0  # bad lines skipped by this stream's iterations (skip_bad_lines), once per epoch
 
     @property
     def tokens_length(self) -> int:
@@ -293,43 +407,110 @@ class PretrainingStream:
         """Labels per example of the (first) denoiser, e.g. 114 for T5 at inputs 512."""
         return self.objective.denoisers[0].targets_length
 
+    def slots(self, worker: int) -> list[int]:
+        """The global-batch slots worker `worker` of this rank computes."""
+        first = self.rank * self.per_rank
+        return list(range(first + worker, first + self.per_rank, self.workers))
+
+    def lanes_of(self, slots: Sequence[int]) -> list[int]:
+        """Lane ids (group x global_batch + slot) of `slots` in every source group."""
+        return [group * self.global_batch + slot for group in range(len(self._pieces)) for slot in slots]
+
+    def lane_reads(self, lane: int) -> _LanePieces:
+        return _LanePieces.of(self._pieces[lane // self.global_batch], lane % self.global_batch, self.global_batch)
+
+    def denoiser_of_batch(self, number: int) -> Denoiser:
+        """The denoiser of global batch `number` (one per global batch, so that its shapes are uniform)."""
+        return self.objective.draw(np.random.default_rng([self.config.seed, number, _EVAL_SEED + 1]))
+
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        if self.split == "eval":  # every pass over the held-out set starts at its beginning
-            self._states, self._next_worker = [_start_state() for _ in range(self.workers)], 0
-        dataset = _ShardedDataset(self, [dict(s) for s in self._states], self._next_worker)
+        dataset = _RankDataset(self, {k: list(v) for k, v in self._lanes.items()}, self._next_batch)
         loader = DataLoader(dataset, batch_size=None, num_workers=self.config.num_workers)
         try:
-            for item in loader:
-                worker = item.pop("_worker")
-                self._states[worker] = {k: int(v) for k, v in item.pop("_state").items()}
-                self._next_worker = (worker + 1) % self.workers
-                yield item
+            if self.split == "eval":
+                for item in loader:
+                    del item["_lanes"]
+                    self.skipped_lines += int(item.pop("_skipped"))
+                    yield item
+                return
+            items = iter(loader)
+            skipped = [0] * self.workers
+            while True:
+                parts = [next(items) for _ in range(self.workers)]  # DataLoader returns workers in turn
+                for j, part in enumerate(parts):
+                    self.skipped_lines += int(part["_skipped"]) - skipped[j]
+                    skipped[j] = int(part["_skipped"])
+                # Local slot s was computed by worker s % W as its (s // W)-th example.
+                order = [(s % self.workers, s // self.workers) for s in range(self.per_rank)]
+                inputs = torch.stack([parts[j]["input_ids"][i] for j, i in order])
+                labels = torch.stack([parts[j]["labels"][i] for j, i in order])
+                after = {int(k): [int(x) for x in v] for part in parts for k, v in part["_lanes"].items()}
+                size = self.config.batch_size
+                for micro in range(self._micro, self.config.grad_accum):
+                    if micro + 1 == self.config.grad_accum:
+                        self._lanes, self._next_batch, self._micro = after, self._next_batch + 1, 0
+                    else:
+                        self._micro = micro + 1
+                    yield {"input_ids": inputs[micro * size : (micro + 1) * size],
+                           "labels": labels[micro * size : (micro + 1) * size]}
         except T5LabError as e:
             # A worker's error arrives wrapped with its traceback; keep the one-line message for the CLI.
-            raise T5LabError(str(e).strip().splitlines()[-1].removeprefix("t5lab.errors.T5LabError: ")) from None
+            last = str(e).strip().splitlines()[-1]
+            raise T5LabError(re.sub(r"^t5lab\.[\w.]+: ", "", last)) from None
+
+    def merge_states(self, states: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """`merge_states` (below), for a trainer that holds only the stream."""
+        return merge_states(states)
 
     def state_dict(self) -> dict[str, Any]:
+        """The global position and this rank's lanes (all lanes on one rank; see `merge_states`)."""
         return {
             "version": _STATE_VERSION,
-            "rank": self.rank,
-            "world_size": self.world_size,
-            "num_workers": self.workers,
             "split": self.split,
-            "next_worker": self._next_worker,
-            "workers": [dict(s) for s in self._states],
+            "global_batch": self.global_batch,
+            "grad_accum": self.config.grad_accum,
+            "groups": len(self._pieces),
+            "next_batch": self._next_batch,
+            "micro": self._micro,
+            "lanes": {str(k): list(v) for k, v in self._lanes.items()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        expected = {"version": _STATE_VERSION, "rank": self.rank, "world_size": self.world_size,
-                    "num_workers": self.workers, "split": self.split}
+        if state.get("version") != _STATE_VERSION:
+            raise T5LabError(f"data state version {state.get('version')!r}: this t5lab reads version {_STATE_VERSION} "
+                             "(version 1, per-worker shards, predates world-size independent lanes; restart the run)")
+        expected = {"split": self.split, "global_batch": self.global_batch,
+                    "grad_accum": self.config.grad_accum, "groups": len(self._pieces)}
         for key, value in expected.items():
             if state.get(key) != value:
                 raise T5LabError(
                     f"data state field '{key}'={state.get(key)!r}: this stream has {value!r} (resume with the "
-                    "same world size, num_workers and split)"
+                    "same global batch = world_size x grad_accum x batch_size, sources and split)"
                 )
-        workers = state.get("workers")
-        if not isinstance(workers, list) or len(workers) != self.workers:
-            raise T5LabError(f"data state field 'workers': expected {self.workers} worker positions")
-        self._states = [{k: int(w[k]) for k in _start_state()} for w in workers]
-        self._next_worker = int(state["next_worker"]) % self.workers
+        lanes = state.get("lanes")
+        if not isinstance(lanes, dict):
+            raise T5LabError("data state field 'lanes': expected a mapping of lane positions")
+        missing = [k for k in self._lanes if str(k) not in lanes]
+        if missing:
+            raise T5LabError(f"data state has no position for lane {missing[0]} of rank {self.rank} (merge "
+                             "the ranks' states with merge_states before resuming on another world size)")
+        self._lanes = {k: [int(x) for x in lanes[str(k)]] for k in self._lanes}
+        if any(len(v) != len(_LANE_FIELDS) for v in self._lanes.values()):
+            raise T5LabError(f"data state field 'lanes': expected {len(_LANE_FIELDS)} integers per lane")
+        self._next_batch, self._micro = int(state["next_batch"]), int(state["micro"])
+
+
+def merge_states(states: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One global data state from the ranks' `state_dict()`s (e.g. gathered with all_gather_object), to
+    save once and load on any world size."""
+    if not states:
+        raise T5LabError("merge_states: expected the data states of all ranks")
+    keys = ("version", "split", "global_batch", "grad_accum", "groups", "next_batch", "micro")
+    for other in states[1:]:
+        differ = [k for k in keys if other.get(k) != states[0].get(k)]
+        if differ:
+            raise T5LabError(f"data states of the ranks differ in '{differ[0]}' (saved at different steps?)")
+    lanes: dict[str, list[int]] = {}
+    for state in states:
+        lanes.update(state["lanes"])
+    return {**{k: states[0][k] for k in keys}, "lanes": lanes}

@@ -20,6 +20,7 @@ def pretrain(
     recipe: str | None = None,
     model: str | None = None,
     data: list[str] | str | None = None,
+    data_weights: list[float] | None = None,
     tokenizer: str | None = None,
     out: str = "runs/pretrain",
     steps: int | None = None,
@@ -57,6 +58,9 @@ def pretrain(
         model: a registered shape name (random init, vocabulary matched to the tokenizer) or a Hugging Face
             checkpoint folder (continued pre-training).
         data: text sources: files, globs, 'builtin' or 'hf:NAME' (see DataConfig).
+        data_weights: one weight per --data source: each example comes from a source with probability
+            proportional to its weight, interleaved example by example (e.g. --data 'c4/*.json.gz'
+            wiki.jsonl --data-weights 0.8 0.2). Default: the sources form one corpus.
         tokenizer: 'builtin' (a small SentencePiece model trained on the built-in corpus and cached) or a
             spiece.model file / folder. Default: the recipe's, or the checkpoint's spiece.model.
         out: the run folder.
@@ -99,7 +103,10 @@ def pretrain(
     plan = resolve_recipe(recipe, out_dir / RESOLVED, resume, dict(
         model=model, tokenizer=tokenizer,
         model_overrides={"dropout": dropout},
-        data={"sources": [data] if isinstance(data, str) else data, "inputs_length": inputs_length, "seed": seed},
+        # New --data without --data-weights: the recipe's weights were for its own sources.
+        data={"sources": [data] if isinstance(data, str) else data,
+              "weights": data_weights if data_weights is not None else ([] if data else None),
+              "inputs_length": inputs_length, "seed": seed},
         train={"steps": steps, "batch_size": batch_size, "grad_accum": grad_accum, "lr": lr, "optimizer": optimizer,
                "eval_every": eval_every, "save_every": save_every, "log_every": log_every, "seed": seed,
                "device": device, "precision": precision, "compile": compile, "progress": progress,

@@ -5,7 +5,7 @@ A pre-training recipe has four sections, each a typed config, plus the model and
     model: t5-efficient-tiny          # a registered shape name (random init) or an HF checkpoint folder
     model_overrides: {dropout: 0.0}   # ModelConfig fields changed from the named shape
     tokenizer: builtin                # 'builtin' (trained on the built-in corpus, cached) or spiece.model
-    data: {sources: [builtin], inputs_length: 128}   # DataConfig fields (batch_size comes from train)
+    data: {sources: [builtin], inputs_length: 128}   # DataConfig fields (batch_size, grad_accum come from train)
     train: {steps: 300, batch_size: 16}              # TrainConfig fields
 
 Packaged recipes (`t5lab pretrain --recipe NAME`): see `packaged_recipes()`; their files live beside this
@@ -51,8 +51,9 @@ class PretrainRecipe:
             "model": self.model,
             "model_overrides": dict(self.model_overrides),
             "tokenizer": self.tokenizer,
-            # batch_size is derived from the train section, so it is not written back.
-            "data": {k: plain(v) for k, v in dataclasses.asdict(self.data).items() if k != "batch_size"},
+            # batch_size and grad_accum are derived from the train section, so they are not written back.
+            "data": {k: plain(v) for k, v in dataclasses.asdict(self.data).items()
+                     if k not in ("batch_size", "grad_accum")},
             "train": {k: plain(v) for k, v in dataclasses.asdict(self.train).items()},
         }
 
@@ -145,10 +146,13 @@ def parse_recipe(where: str, text: str, overrides: dict[str, dict[str, Any]] | N
         raise T5LabError(f"{where}: unknown field 'model_overrides.{bad[0]}' (a ModelConfig field is expected)")
     train = _build(TrainConfig, where, "train", sections["train"])
     data_fields = dict(sections["data"])
-    if "batch_size" in data_fields:
-        raise T5LabError(f"{where}: 'data.batch_size' is derived from train.batch_size / train.grad_accum; remove it")
+    for derived in ("batch_size", "grad_accum"):
+        if derived in data_fields:
+            raise T5LabError(f"{where}: 'data.{derived}' is derived from train.batch_size and train.grad_accum; "
+                             "remove it")
     data_fields.setdefault("seed", train.seed)
-    data = _build(DataConfig, where, "data", {**data_fields, "batch_size": train.micro_batch_size})
+    data = _build(DataConfig, where, "data",
+                  {**data_fields, "batch_size": train.micro_batch_size, "grad_accum": train.grad_accum})
     return PretrainRecipe(model=top["model"], model_overrides=dict(sections["model_overrides"]),
                           tokenizer=top["tokenizer"], data=data, train=train)
 

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from t5lab.data.corpora import iter_documents
-from t5lab.data.pretraining import DataConfig, shard_of
+from t5lab.data.pretraining import DataConfig, held_out_documents
 from t5lab.generate import generate
 from t5lab.model import T5
 
@@ -17,11 +16,7 @@ def held_out_text(config: DataConfig, min_words: int = 12, max_words: int = 40) 
     """The first held-out document with at least `min_words` words, cut to `max_words` (None: none)."""
     if config.eval_every == 0:
         return None
-
-    def held_out(number: int) -> bool:
-        return shard_of(config, number, "eval", 1) is not None
-
-    for text in iter_documents(config.sources, config.format, config.text_field, config.paragraphs, held_out):
+    for text in held_out_documents(config):
         words = text.split()
         if len(words) >= min_words:
             return " ".join(words[:max_words])

@@ -75,6 +75,15 @@ def sum_over_ranks(value: torch.Tensor) -> torch.Tensor:
     return value
 
 
+def gather_objects(value: Any) -> list[Any]:
+    """Every rank's `value` (a picklable object), in rank order ([value] without a process group)."""
+    if not dist.is_initialized():
+        return [value]
+    values: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return values
+
+
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()

@@ -268,7 +268,10 @@ class _Run:
 
     def _checkpoint(self) -> Path:
         config, state = self.config, self.state
-        training = {"scheduler": self.scheduler.state_dict(), "data": self.batches.state_dict(),
-                    "loop": state.state_dict()}
+        data = self.batches.state_dict()
+        if self.ranks.size > 1 and hasattr(self.batches, "merge_states"):
+            # One world-size-independent position from every rank's lanes: resumable on any world size.
+            data = self.batches.merge_states(distributed.gather_objects(data))
+        training = {"scheduler": self.scheduler.state_dict(), "data": data, "loop": state.state_dict()}
         return resuming.save(self.ckpt_root, state.step, self.model, self.optimizer, training, self.meta,
                                 config.keep_last)
