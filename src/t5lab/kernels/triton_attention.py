@@ -1,6 +1,6 @@
 """A fused attention kernel for T5's learned relative position bias, forward and backward, in Triton.
 
-FlashAttention-2's tiling (online softmax over key tiles, a logsumexp per query row kept for the backward,
+FlashAttention-2's tiling (online softmax over key tiles, each query row's max and log-sum kept for the backward,
 scores and probabilities recomputed there), with T5's specifics done inside each tile instead of reading a dense
 [B, H, T, S] bias:
 
@@ -12,7 +12,7 @@ scores and probabilities recomputed there), with T5's specifics done inside each
 * the table's gradient: each (query tile, head) program reduces dS per bucket in its tiles into a
   [num_buckets] partial, the partials are summed afterwards, so 32 cells never see contended atomics.
 
-Memory is linear in length: besides the inputs and gradients only the logsumexp [B, H, T] and the bucket
+Memory is linear in length: besides the inputs and gradients only each row's max and log-sum [2, B, H, T] and the bucket
 partials [B * H, T / BLOCK_M, num_buckets] are kept. Softmax and all accumulation are fp32 for bf16, fp16 and
 fp32 inputs. This is the dropout-0 path: `supports` says no when dropout is asked for, and the caller keeps
 the eager attention (nanoT5 pre-trains with dropout 0; fine-tuning at 0.1 stays eager).
@@ -74,6 +74,17 @@ def _bucket_kernel(
 
 
 @triton.jit
+def _dot(a, b, DOT_PRECISION: tl.constexpr):
+    """a @ b with fp32 accumulation. DOT_PRECISION "upcast" multiplies in fp32 operands that were rounded to
+    bf16 already: what a tensor core computes, and the only way Triton 3.6's interpreter gets bf16 dots right
+    (it multiplies their raw bits)."""
+    if DOT_PRECISION == "upcast":
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    else:
+        return tl.dot(a, b, input_precision=DOT_PRECISION)
+
+
+@triton.jit
 def _biased_scores(
     s, offs_m, offs_n, b, h, H, T, S, query_offset, table_ptr, thresholds_ptr, mask_ptr, stride_mask_b,
     BIDIRECTIONAL: tl.constexpr, HALF: tl.constexpr, MAX_EXACT: tl.constexpr, LOG_BASE: tl.constexpr,
@@ -95,10 +106,10 @@ def _biased_scores(
 
 @triton.jit
 def _forward_kernel(
-    q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, table_ptr, thresholds_ptr, mask_ptr,
+    q_ptr, k_ptr, v_ptr, o_ptr, stats_ptr, table_ptr, thresholds_ptr, mask_ptr,
     stride_qb, stride_qh, stride_qt, stride_kb, stride_kg, stride_ks, stride_vb, stride_vg, stride_vs,
     stride_ob, stride_oh, stride_ot, stride_mask_b,
-    H, T, S, K, query_offset, HEADS_PER_GROUP,
+    H, T, S, K, query_offset, HEADS_PER_GROUP, stats_stride,
     BIDIRECTIONAL: tl.constexpr, HALF: tl.constexpr, MAX_EXACT: tl.constexpr, LOG_BASE: tl.constexpr,
     NUM_THRESHOLDS: tl.constexpr, HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -128,7 +139,7 @@ def _forward_kernel(
         kv_mask = (offs_n[:, None] < S) & (offs_d[None, :] < K)
         k = tl.load(k_base + offs_n[:, None] * stride_ks + offs_d[None, :], mask=kv_mask, other=0.0)
         v = tl.load(v_base + offs_n[:, None] * stride_vs + offs_d[None, :], mask=kv_mask, other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
+        s = _dot(q, tl.trans(k), DOT_PRECISION)
         s, _ = _biased_scores(
             s, offs_m, offs_n, b, h, H, T, S, query_offset, table_ptr, thresholds_ptr, mask_ptr, stride_mask_b,
             BIDIRECTIONAL, HALF, MAX_EXACT, LOG_BASE, NUM_THRESHOLDS, HAS_MASK, CAUSAL,
@@ -137,22 +148,24 @@ def _forward_kernel(
         alpha = tl.exp(m_i - m_new)
         p = tl.exp(s - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+        acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, DOT_PRECISION)
         m_i = m_new
     acc = acc / l_i[:, None]
     tl.store(
         o_ptr + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_ot + offs_d[None, :],
         acc.to(o_ptr.dtype.element_ty), mask=(offs_m[:, None] < T) & (offs_d[None, :] < K),
     )
-    tl.store(lse_ptr + bh * T + offs_m, m_i + tl.log(l_i), mask=offs_m < T)
+    # The row's max and log-sum apart, not their sum: for a row of padding only, -1e30 + log(l) would be -1e30.
+    tl.store(stats_ptr + bh * T + offs_m, m_i, mask=offs_m < T)
+    tl.store(stats_ptr + stats_stride + bh * T + offs_m, tl.log(l_i), mask=offs_m < T)
 
 
 @triton.jit
 def _backward_dkdv_kernel(
-    q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr, table_ptr, thresholds_ptr, mask_ptr,
+    q_ptr, k_ptr, v_ptr, do_ptr, stats_ptr, delta_ptr, dk_ptr, dv_ptr, table_ptr, thresholds_ptr, mask_ptr,
     stride_qb, stride_qh, stride_qt, stride_kb, stride_kg, stride_ks, stride_vb, stride_vg, stride_vs,
     stride_dob, stride_doh, stride_dot, stride_mask_b,
-    H, G, T, S, K, query_offset, HEADS_PER_GROUP,
+    H, G, T, S, K, query_offset, HEADS_PER_GROUP, stats_stride,
     BIDIRECTIONAL: tl.constexpr, HALF: tl.constexpr, MAX_EXACT: tl.constexpr, LOG_BASE: tl.constexpr,
     NUM_THRESHOLDS: tl.constexpr, HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -185,18 +198,19 @@ def _backward_dkdv_kernel(
             do = tl.load(do_ptr + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_dot + offs_d[None, :],
                          mask=row_mask, other=0.0)
             # +inf for rows past T: their probabilities come out 0 rather than exp(bias)
-            lse = tl.load(lse_ptr + bh * T + offs_m, mask=offs_m < T, other=float("inf"))
+            row_max = tl.load(stats_ptr + bh * T + offs_m, mask=offs_m < T, other=float("inf"))
+            row_log_sum = tl.load(stats_ptr + stats_stride + bh * T + offs_m, mask=offs_m < T, other=0.0)
             delta = tl.load(delta_ptr + bh * T + offs_m, mask=offs_m < T, other=0.0)
-            s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
+            s = _dot(q, tl.trans(k), DOT_PRECISION)
             s, _ = _biased_scores(
                 s, offs_m, offs_n, b, h, H, T, S, query_offset, table_ptr, thresholds_ptr, mask_ptr,
                 stride_mask_b, BIDIRECTIONAL, HALF, MAX_EXACT, LOG_BASE, NUM_THRESHOLDS, HAS_MASK, CAUSAL,
             )
-            p = tl.exp(s - lse[:, None])
-            dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=DOT_PRECISION)
-            dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
+            p = tl.exp(s - row_max[:, None] - row_log_sum[:, None])
+            dv += _dot(tl.trans(p.to(do.dtype)), do, DOT_PRECISION)
+            dp = _dot(do, tl.trans(v), DOT_PRECISION)
             ds = p * (dp - delta[:, None])
-            dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=DOT_PRECISION)
+            dk += _dot(tl.trans(ds.to(q.dtype)), q, DOT_PRECISION)
     out_offsets = b * stride_kb + g * stride_kg + offs_n[:, None] * stride_ks + offs_d[None, :]
     tl.store(dk_ptr + out_offsets, dk.to(dk_ptr.dtype.element_ty), mask=kv_mask)
     tl.store(dv_ptr + b * stride_vb + g * stride_vg + offs_n[:, None] * stride_vs + offs_d[None, :],
@@ -205,10 +219,10 @@ def _backward_dkdv_kernel(
 
 @triton.jit
 def _backward_dq_kernel(
-    q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dq_ptr, partials_ptr, table_ptr, thresholds_ptr, mask_ptr,
+    q_ptr, k_ptr, v_ptr, do_ptr, stats_ptr, delta_ptr, dq_ptr, partials_ptr, table_ptr, thresholds_ptr, mask_ptr,
     stride_qb, stride_qh, stride_qt, stride_kb, stride_kg, stride_ks, stride_vb, stride_vg, stride_vs,
     stride_dob, stride_doh, stride_dot, stride_mask_b,
-    H, T, S, K, query_offset, HEADS_PER_GROUP, NUM_BUCKETS,
+    H, T, S, K, query_offset, HEADS_PER_GROUP, stats_stride, NUM_BUCKETS,
     BIDIRECTIONAL: tl.constexpr, HALF: tl.constexpr, MAX_EXACT: tl.constexpr, LOG_BASE: tl.constexpr,
     NUM_THRESHOLDS: tl.constexpr, HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_BUCKETS: tl.constexpr,
@@ -227,7 +241,8 @@ def _backward_dq_kernel(
                 mask=row_mask, other=0.0)
     do = tl.load(do_ptr + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_dot + offs_d[None, :],
                  mask=row_mask, other=0.0)
-    lse = tl.load(lse_ptr + bh * T + offs_m, mask=offs_m < T, other=float("inf"))
+    row_max = tl.load(stats_ptr + bh * T + offs_m, mask=offs_m < T, other=float("inf"))
+    row_log_sum = tl.load(stats_ptr + stats_stride + bh * T + offs_m, mask=offs_m < T, other=0.0)
     delta = tl.load(delta_ptr + bh * T + offs_m, mask=offs_m < T, other=0.0)
     k_base = k_ptr + b * stride_kb + g * stride_kg
     v_base = v_ptr + b * stride_vb + g * stride_vg
@@ -242,15 +257,15 @@ def _backward_dq_kernel(
         kv_mask = (offs_n[:, None] < S) & (offs_d[None, :] < K)
         k = tl.load(k_base + offs_n[:, None] * stride_ks + offs_d[None, :], mask=kv_mask, other=0.0)
         v = tl.load(v_base + offs_n[:, None] * stride_vs + offs_d[None, :], mask=kv_mask, other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
+        s = _dot(q, tl.trans(k), DOT_PRECISION)
         s, bucket = _biased_scores(
             s, offs_m, offs_n, b, h, H, T, S, query_offset, table_ptr, thresholds_ptr, mask_ptr, stride_mask_b,
             BIDIRECTIONAL, HALF, MAX_EXACT, LOG_BASE, NUM_THRESHOLDS, HAS_MASK, CAUSAL,
         )
-        p = tl.exp(s - lse[:, None])
-        dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
+        p = tl.exp(s - row_max[:, None] - row_log_sum[:, None])
+        dp = _dot(do, tl.trans(v), DOT_PRECISION)
         ds = p * (dp - delta[:, None])  # 0 outside the valid (row, key) pairs, as p is
-        dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PRECISION)
+        dq += _dot(ds.to(k.dtype), k, DOT_PRECISION)
         # Buckets only grow with the distance (per sign), so a tile holds a contiguous range of them, and a
         # tile far from the diagonal a single one: one masked reduction per bucket present.
         first = tl.min(tl.min(bucket, axis=1), axis=0)
@@ -313,6 +328,15 @@ def _launch_config(head_dim_padded: int, device: torch.device) -> dict[str, int]
     return {"BLOCK_M": 64, "BLOCK_N": 32, "num_warps": 4, "num_stages": 1}
 
 
+def _dot_precision(dtype: torch.dtype) -> str | None:
+    """fp32 inputs multiply in full fp32, as eager does (not TF32); bf16 under the interpreter upcasts."""
+    if dtype == torch.float32:
+        return "ieee"
+    if dtype == torch.bfloat16 and triton.knobs.runtime.interpret:
+        return "upcast"
+    return None
+
+
 class _T5Attention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, table, bidirectional, num_buckets, max_distance, query_offset, key_padding_mask,
@@ -325,24 +349,24 @@ class _T5Attention(torch.autograd.Function):
         table_f32 = table.float().contiguous()
         mask = key_padding_mask.to(torch.int8).contiguous() if key_padding_mask is not None else None
         out = torch.empty_like(q)
-        lse = torch.empty(B, H, T, device=q.device, dtype=torch.float32)
+        stats = torch.empty(2, B, H, T, device=q.device, dtype=torch.float32)  # row max, log row sum
         block_d = max(16, triton.next_power_of_2(K))
         config = _launch_config(block_d, q.device)
         constants = {
             "BIDIRECTIONAL": bidirectional, "HALF": half, "MAX_EXACT": max_exact, "LOG_BASE": log_base,
             "NUM_THRESHOLDS": len(thresholds), "HAS_MASK": mask is not None, "CAUSAL": causal,
-            "DOT_PRECISION": "ieee" if q.dtype == torch.float32 else None, "BLOCK_D": block_d, **config,
+            "DOT_PRECISION": _dot_precision(q.dtype), "BLOCK_D": block_d, **config,
         }
-        mask_arg = mask if mask is not None else lse  # any pointer: never read without HAS_MASK
+        mask_arg = mask if mask is not None else stats  # any pointer: never read without HAS_MASK
         mask_stride = mask.stride(0) if mask is not None else 0
         grid = (triton.cdiv(T, config["BLOCK_M"]), B * H)
         _forward_kernel[grid](
-            q, k, v, out, lse, table_f32, thresholds, mask_arg,
+            q, k, v, out, stats, table_f32, thresholds, mask_arg,
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
             v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2), mask_stride,
-            H, T, S, K, query_offset, H // G, **constants,
+            H, T, S, K, query_offset, H // G, B * H * T, **constants,
         )
-        ctx.save_for_backward(q, k, v, out, lse, table_f32, thresholds, mask)
+        ctx.save_for_backward(q, k, v, out, stats, table_f32, thresholds, mask)
         ctx.constants = constants
         ctx.query_offset = query_offset
         ctx.num_buckets = num_buckets
@@ -351,7 +375,7 @@ class _T5Attention(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        q, k, v, out, lse, table_f32, thresholds, mask = ctx.saved_tensors
+        q, k, v, out, stats, table_f32, thresholds, mask = ctx.saved_tensors
         B, H, T, K = q.shape
         G, S = k.shape[1], k.shape[2]
         constants = ctx.constants
@@ -359,21 +383,21 @@ class _T5Attention(torch.autograd.Function):
         # D_i = rowsum(dO * O), as FlashAttention-2: dS = P * (dP - D) without a [T, S] pass.
         delta = (do.float() * out.float()).sum(-1).contiguous()
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-        mask_arg = mask if mask is not None else lse
+        mask_arg = mask if mask is not None else stats
         mask_stride = mask.stride(0) if mask is not None else 0
         strides = (
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
             v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2), mask_stride,
         )
         _backward_dkdv_kernel[(triton.cdiv(S, constants["BLOCK_N"]), B * G)](
-            q, k, v, do, lse, delta, dk, dv, table_f32, thresholds, mask_arg, *strides,
-            H, G, T, S, K, ctx.query_offset, H // G, **constants,
+            q, k, v, do, stats, delta, dk, dv, table_f32, thresholds, mask_arg, *strides,
+            H, G, T, S, K, ctx.query_offset, H // G, B * H * T, **constants,
         )
         num_m_tiles = triton.cdiv(T, constants["BLOCK_M"])
         partials = torch.empty(B * H, num_m_tiles, ctx.num_buckets, device=q.device, dtype=torch.float32)
         _backward_dq_kernel[(num_m_tiles, B * H)](
-            q, k, v, do, lse, delta, dq, partials, table_f32, thresholds, mask_arg, *strides,
-            H, T, S, K, ctx.query_offset, H // G, ctx.num_buckets, **constants,
+            q, k, v, do, stats, delta, dq, partials, table_f32, thresholds, mask_arg, *strides,
+            H, T, S, K, ctx.query_offset, H // G, B * H * T, ctx.num_buckets, **constants,
             BLOCK_BUCKETS=triton.next_power_of_2(ctx.num_buckets),
         )
         grad_table = partials.view(B, H, num_m_tiles, ctx.num_buckets).sum((0, 2)).t().to(ctx.table_dtype)
@@ -394,28 +418,47 @@ def t5_attention(
                               query_offset, key_padding_mask_BS, causal)
 
 
-def supports(q_BHTK: torch.Tensor, k_BGSK: torch.Tensor, *, dropout_p: float, head_dim: int | None = None,
-             table_RH: torch.Tensor | None = None, num_buckets: int = 32, max_distance: int = 128) -> bool:
-    """Whether `t5_attention` covers this call; False means the caller keeps the eager path.
+def supports(
+    q_BHTK: torch.Tensor, k_BGSK: torch.Tensor, *, dropout_p: float, head_dim: int | None = None,
+    table_RH: torch.Tensor | None = None, num_buckets: int = 32, max_distance: int = 128,
+) -> bool:
+    """Whether `t5_attention` covers this call; False means the caller keeps the eager path."""
+    return unsupported_reason(
+        q_BHTK, k_BGSK, dropout_p=dropout_p, head_dim=head_dim, table_RH=table_RH, num_buckets=num_buckets,
+        max_distance=max_distance,
+    ) is None
 
-    CUDA tensors only (on CPU the kernel runs only in Triton's interpreter, for tests), bf16/fp16/fp32, head
-    dims 16-128 (padded to a power of two inside), K/V heads dividing the query heads, dropout 0 (the kernel has
-    no dropout), a position bias table (cross-attention has none; SDPA serves it), and a bucket function that
-    the kernel can count.
+
+def unsupported_reason(
+    q_BHTK: torch.Tensor, k_BGSK: torch.Tensor, *, dropout_p: float, head_dim: int | None = None,
+    table_RH: torch.Tensor | None = None, num_buckets: int = 32, max_distance: int = 128,
+) -> str | None:
+    """Why `t5_attention` does not cover this call, or None when it does.
+
+    Covered: dropout 0 (the kernel has no dropout), a position bias table (cross-attention has none; SDPA
+    serves it), bf16/fp16/fp32, head dims 16-128 (padded to a power of two inside), K/V heads dividing the
+    query heads, a bucket function the kernel can count, and CUDA tensors (on CPU the kernel runs only under
+    Triton's interpreter, for tests).
     """
     head_dim = q_BHTK.shape[-1] if head_dim is None else head_dim
-    if not (q_BHTK.is_cuda and k_BGSK.is_cuda) or dropout_p > 0 or table_RH is None:
-        return False
-    if q_BHTK.dtype not in _SUPPORTED_DTYPES or k_BGSK.dtype != q_BHTK.dtype or not 16 <= head_dim <= 128:
-        return False
+    if dropout_p > 0:
+        return f"dropout {dropout_p} (the kernel is the dropout-0 path)"
+    if table_RH is None:
+        return "no position bias table (cross-attention: SDPA)"
+    if q_BHTK.dtype not in _SUPPORTED_DTYPES or k_BGSK.dtype != q_BHTK.dtype:
+        return f"dtypes {q_BHTK.dtype}/{k_BGSK.dtype} (supported: bf16, fp16, fp32, the same for q and k)"
+    if not 16 <= head_dim <= 128:
+        return f"head dim {head_dim} (supported: 16-128)"
     if q_BHTK.dim() != 4 or k_BGSK.dim() != 4 or q_BHTK.shape[1] % k_BGSK.shape[1] != 0:
-        return False
+        return f"shapes {tuple(q_BHTK.shape)}/{tuple(k_BGSK.shape)} (expected [B,H,T,K]/[B,G,S,K], G dividing H)"
     try:
         for bidirectional in (True, False):
             _bucket_thresholds(bidirectional, num_buckets, max_distance, q_BHTK.device)
-    except ValueError:
-        return False
-    return True
+    except ValueError as error:
+        return str(error)
+    if not (q_BHTK.is_cuda and k_BGSK.is_cuda):
+        return f"device {q_BHTK.device.type} (the kernel runs on CUDA)"
+    return None
 
 
 def reference_attention(
