@@ -40,7 +40,7 @@ from t5lab.model.layers import relative_position_bucket
 
 # Padding keys get this score instead of -inf, as the eager path adds the dtype's minimum: a row whose keys are
 # all padding then averages them uniformly, as eager does, instead of dividing 0 by 0.
-_PADDED_SCORE = -1.0e30
+_PADDED_SCORE: tl.constexpr = tl.constexpr(-1.0e30)  # a kernel may read only constexpr globals
 _SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
@@ -345,7 +345,9 @@ class _T5Attention(torch.autograd.Function):
         G, S = k.shape[1], k.shape[2]
         thresholds, half, max_exact, log_base = _bucket_thresholds(
             bidirectional, num_buckets, max_distance, q.device)
-        q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
+        # The kernels take strides, and the gradients are allocated like the inputs: keep the two layouts the model
+        # makes ([B, H, T, K] and [B, T, H, K] transposed), copy anything else.
+        q, k, v = (x if x.is_contiguous() or x.transpose(1, 2).is_contiguous() else x.contiguous() for x in (q, k, v))
         table_f32 = table.float().contiguous()
         mask = key_padding_mask.to(torch.int8).contiguous() if key_padding_mask is not None else None
         out = torch.empty_like(q)
