@@ -20,7 +20,7 @@ ALLOWED = {
     "files": set(),
     "metrics": {"errors"},
     "model": LEAVES,
-    "kernels": LEAVES | {"model"},
+    "kernels": LEAVES | {"model", "generate"},
     "data": LEAVES,
     "generate": LEAVES | {"model"},
     "predict": LEAVES | {"model", "data", "generate"},
