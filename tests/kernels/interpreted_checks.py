@@ -4,6 +4,7 @@ computation, with Triton interpreting the kernels on CPU."""
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 
 import torch
 
@@ -87,10 +88,12 @@ def assert_matches_reference(B, H, G, T, S, K, dtype=torch.float32, key_padding_
 
 
 def unsupported_reason(change: dict) -> tuple[str | None, bool]:
-    """(unsupported_reason, supports) for a bf16 call [1, 4, 8, 64] with `change` applied."""
+    """(unsupported_reason, supports) for a bf16 call [1, 4, 8, 64] with `change` applied, asked the way
+    `t5lab.kernels` asks: (q, k, an AttentionBias, dropout_p)."""
     kernels = _kernels()
     K, G, dtype = change.get("K", 64), change.get("G", 4), change.get("dtype", torch.bfloat16)
     q = torch.zeros(1, 4, 8, K, dtype=dtype)
     k = torch.zeros(1, G, 8, K, dtype=dtype)
-    call = {"dropout_p": change.get("dropout_p", 0.0), "table_RH": change.get("table_RH", torch.zeros(32, 4))}
-    return kernels.unsupported_reason(q, k, **call), kernels.supports(q, k, **call)
+    bias = SimpleNamespace(table_RH=change.get("table_RH", torch.zeros(32, 4)), num_buckets=32, max_distance=128)
+    dropout_p = change.get("dropout_p", 0.0)
+    return kernels.unsupported_reason(q, k, bias, dropout_p), kernels.supports(q, k, bias, dropout_p)

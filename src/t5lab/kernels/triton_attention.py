@@ -31,6 +31,7 @@ which the tests use to check the algorithm against `reference_attention`.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import torch
 import triton
@@ -421,19 +422,24 @@ def t5_attention(
 
 
 def supports(
-    q_BHTK: torch.Tensor, k_BGSK: torch.Tensor, *, dropout_p: float, head_dim: int | None = None,
-    table_RH: torch.Tensor | None = None, num_buckets: int = 32, max_distance: int = 128,
+    q_BHTK: torch.Tensor, k_BGSK: torch.Tensor, bias: Any = None, dropout_p: float = 0.0, *,
+    head_dim: int | None = None, table_RH: torch.Tensor | None = None, num_buckets: int = 32,
+    max_distance: int = 128,
 ) -> bool:
-    """Whether `t5_attention` covers this call; False means the caller keeps the eager path."""
+    """Whether `t5_attention` covers this call; False means the caller keeps the eager path.
+
+    `bias` is the model's `AttentionBias` (its table and bucket settings are read from it), or None with the
+    table and settings given by keyword."""
     return unsupported_reason(
-        q_BHTK, k_BGSK, dropout_p=dropout_p, head_dim=head_dim, table_RH=table_RH, num_buckets=num_buckets,
+        q_BHTK, k_BGSK, bias, dropout_p, head_dim=head_dim, table_RH=table_RH, num_buckets=num_buckets,
         max_distance=max_distance,
     ) is None
 
 
 def unsupported_reason(
-    q_BHTK: torch.Tensor, k_BGSK: torch.Tensor, *, dropout_p: float, head_dim: int | None = None,
-    table_RH: torch.Tensor | None = None, num_buckets: int = 32, max_distance: int = 128,
+    q_BHTK: torch.Tensor, k_BGSK: torch.Tensor, bias: Any = None, dropout_p: float = 0.0, *,
+    head_dim: int | None = None, table_RH: torch.Tensor | None = None, num_buckets: int = 32,
+    max_distance: int = 128,
 ) -> str | None:
     """Why `t5_attention` does not cover this call, or None when it does.
 
@@ -442,6 +448,8 @@ def unsupported_reason(
     query heads, a bucket function the kernel can count, and CUDA tensors (on CPU the kernel runs only under
     Triton's interpreter, for tests).
     """
+    if bias is not None:
+        table_RH, num_buckets, max_distance = bias.table_RH, bias.num_buckets, bias.max_distance
     head_dim = q_BHTK.shape[-1] if head_dim is None else head_dim
     if dropout_p > 0:
         return f"dropout {dropout_p} (the kernel is the dropout-0 path)"
