@@ -20,7 +20,7 @@ ALLOWED = {
     "files": set(),
     "metrics": {"errors"},
     "model": LEAVES,
-    "kernels": LEAVES | {"model", "generate"},
+    "kernels": LEAVES | {"model"},
     "data": LEAVES,
     "generate": LEAVES | {"model"},
     "predict": LEAVES | {"model", "data", "generate"},

@@ -1,13 +1,15 @@
 """Static-cache decoding (the algorithm CUDA graphs replay) gives the eager path's tokens; on CPU without
-graphs, on CUDA (`-m gpu`) with them."""
+graphs, on CUDA (`-m gpu`) with them. Token choice is generate's own loop, fed StaticDecoderSteps."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 import torch
 
-from t5lab.generate import generate
-from t5lab.kernels.decoding_capture import generate_static
+from t5lab.generate import GenerationConfig, _greedy_or_sample, generate
+from t5lab.kernels.decoding_capture import StaticDecoderSteps, supports_capture
 from t5lab.model import build_model
 
 VOCAB = 50  # weights at 8x scale: a random T5 then wanders between tokens instead of repeating one
@@ -24,37 +26,44 @@ def _setup(tiny_config, device="cpu", **changes):
     return model, ids.masked_fill(mask == 0, 0).to(device), mask.to(device)
 
 
+@torch.inference_mode()
+def _generate_static(model, ids, mask, capture=False, generator=None, **options):
+    """What `generate` does for greedy/sampling, with the static steps in place of DecoderSteps."""
+    config = dataclasses.replace(GenerationConfig(eos_token_id=model.config.eos_token_id), **options)
+    hidden_BSD, _ = model.encode(ids, mask)
+    copies = config.num_return_sequences
+    hidden_BSD, mask = hidden_BSD.repeat_interleave(copies, 0), mask.repeat_interleave(copies, 0)
+    steps = StaticDecoderSteps(model, hidden_BSD, mask, config.max_new_tokens, capture)
+    return _greedy_or_sample(steps, config, generator)
+
+
 @pytest.mark.parametrize("changes", [{}, {"num_kv_heads": 1, "tie_key_value": True}])
 def test_greedy_tokens_equal_eager(tiny_config, changes):
     model, ids, mask = _setup(tiny_config, **changes)
     eager = generate(model, ids, mask, max_new_tokens=14)
     assert len(eager.unique()) > 3  # the model wanders: a real comparison
-    torch.testing.assert_close(generate_static(model, ids, mask, max_new_tokens=14, capture=False), eager, rtol=0, atol=0)
+    torch.testing.assert_close(_generate_static(model, ids, mask, max_new_tokens=14), eager, rtol=0, atol=0)
 
 
 def test_early_eos_and_sampling_equal_eager(tiny_config):
     model, ids, mask = _setup(tiny_config)
-    probe = generate(model, ids, mask, max_new_tokens=12)
-    eos = int(probe[0, 2])  # a token row 0 emits at step 2: rows stop early, at different steps
+    eos = int(generate(model, ids, mask, max_new_tokens=4)[0, 2])  # rows stop early, at different steps
     eager = generate(model, ids, mask, max_new_tokens=12, eos_token_id=eos)
-    static = generate_static(model, ids, mask, max_new_tokens=12, eos_token_id=eos, capture=False)
-    torch.testing.assert_close(static, eager, rtol=0, atol=0)
+    torch.testing.assert_close(_generate_static(model, ids, mask, max_new_tokens=12, eos_token_id=eos), eager,
+                               rtol=0, atol=0)
     sample = {"max_new_tokens": 10, "do_sample": True, "top_k": 5, "num_return_sequences": 2}
     eager = generate(model, ids, mask, generator=torch.Generator().manual_seed(3), **sample)
-    static = generate_static(model, ids, mask, generator=torch.Generator().manual_seed(3), capture=False, **sample)
+    static = _generate_static(model, ids, mask, generator=torch.Generator().manual_seed(3), **sample)
     torch.testing.assert_close(static, eager, rtol=0, atol=0)
 
 
-def test_unsupported_options_fall_back_to_eager(tiny_config):
-    """Beam search, and CPU tensors for the graph: `generate_static` (capture None) is `generate` then."""
-    model, ids, mask = _setup(tiny_config)
-    for options in ({"num_beams": 3}, {}):
-        torch.testing.assert_close(
-            generate_static(model, ids, mask, max_new_tokens=6, **options),
-            generate(model, ids, mask, max_new_tokens=6, **options), rtol=0, atol=0,
-        )
-    with pytest.raises(ValueError, match="not supported"):
-        generate_static(model, ids, mask, max_new_tokens=6, num_beams=3, capture=False)
+def test_capture_only_for_greedy_or_sampling_of_dense_models_on_cuda(tiny_config):
+    dense = build_model(tiny_config, device="meta")
+    switch = build_model(tiny_config.replace(num_experts=4), device="meta")
+    assert supports_capture(dense, torch.device("cuda"), num_beams=1)
+    assert not supports_capture(dense, torch.device("cuda"), num_beams=4)
+    assert not supports_capture(dense, torch.device("cpu"), num_beams=1)
+    assert not supports_capture(switch, torch.device("cuda"), num_beams=1)
 
 
 @pytest.mark.gpu
@@ -62,4 +71,4 @@ def test_unsupported_options_fall_back_to_eager(tiny_config):
 def test_captured_graph_tokens_equal_eager_on_cuda(tiny_config):
     model, ids, mask = _setup(tiny_config, device="cuda")
     eager = generate(model, ids, mask, max_new_tokens=14)
-    torch.testing.assert_close(generate_static(model, ids, mask, max_new_tokens=14, capture=True), eager, rtol=0, atol=0)
+    torch.testing.assert_close(_generate_static(model, ids, mask, capture=True, max_new_tokens=14), eager, rtol=0, atol=0)

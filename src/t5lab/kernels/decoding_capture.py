@@ -12,20 +12,20 @@ eager path's cache grows by one position per step. So here:
   once, outside any graph) is replayed for every later one;
 * the token choice (greedy, sampling, EOS bookkeeping) is `t5lab.generate`'s own, outside the graph.
 
-The static-cache algorithm runs anywhere (`capture=False`, how the CPU tests check token equality with
-`t5lab.generate.generate`); the graph only on CUDA. Beam search, Switch (MoE) models (their routing reads
-sizes on the host) and CPU tensors fall back to `t5lab.generate.generate`. UNMEASURED: no GPU was at hand.
+`StaticDecoderSteps` has the interface of `t5lab.generate.DecoderSteps` (called with the previous tokens,
+returns the next logits), so that generation opts in by building it instead, where `supports_capture` says so:
+greedy and sampling of dense models on CUDA; beam search (it reorders the cache), Switch (MoE) models (their
+routing reads sizes on the host) and CPU keep `DecoderSteps`. The static-cache algorithm runs anywhere
+(`capture=False`, how the CPU tests check token equality with `t5lab.generate.generate`); the graph only on
+CUDA. UNMEASURED: no GPU was at hand.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
-from t5lab.generate import GenerationConfig, _greedy_or_sample, generate
 from t5lab.model import T5, KVCache
 
 
@@ -112,41 +112,6 @@ class StaticDecoderSteps:
         return torch.full((rows,), self.start_id, dtype=torch.long, device=self.hidden_BSD.device)
 
 
-def supports_capture(model: T5, input_ids: torch.Tensor, config: GenerationConfig) -> bool:
-    """Greedy or sampled decoding of a dense model on CUDA; anything else keeps `t5lab.generate.generate`."""
-    return input_ids.is_cuda and config.num_beams == 1 and not model.config.is_moe
-
-
-@torch.inference_mode()
-def generate_static(
-    model: T5,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor | None = None,
-    *,
-    config: GenerationConfig | None = None,
-    generator: torch.Generator | None = None,
-    capture: bool | None = None,
-    **options: Any,
-) -> torch.Tensor:
-    """`t5lab.generate.generate` with a static cache and, on CUDA, one CUDA graph per step; same arguments and
-    result. `capture` None: capture where `supports_capture` says so, else the eager `generate`; False: the
-    static-cache algorithm without graphs (any device, for tests); True: require the graph."""
-    config = dataclasses.replace(config or GenerationConfig(), **options)
-    supported = supports_capture(model, input_ids, config)
-    if capture is None:
-        if not supported:
-            return generate(model, input_ids, attention_mask, config=config, generator=generator)
-        capture = True
-    if config.num_beams > 1 or model.config.is_moe or (capture and not input_ids.is_cuda):
-        raise ValueError("generate_static: beam search, Switch models and graphs off CUDA are not supported")
-    if config.eos_token_id is None:
-        config = dataclasses.replace(config, eos_token_id=model.config.eos_token_id)
-    if attention_mask is not None and bool(attention_mask.all()):
-        attention_mask = None
-    hidden_BSD, _ = model.encode(input_ids, attention_mask)
-    if config.num_return_sequences > 1:
-        hidden_BSD = hidden_BSD.repeat_interleave(config.num_return_sequences, dim=0)
-        if attention_mask is not None:
-            attention_mask = attention_mask.repeat_interleave(config.num_return_sequences, dim=0)
-    steps = StaticDecoderSteps(model, hidden_BSD, attention_mask, config.max_new_tokens, capture)
-    return _greedy_or_sample(steps, config, generator)
+def supports_capture(model: T5, device: torch.device, num_beams: int) -> bool:
+    """Greedy or sampled decoding of a dense model on CUDA; anything else keeps the eager `DecoderSteps`."""
+    return device.type == "cuda" and num_beams == 1 and not model.config.is_moe
