@@ -52,14 +52,14 @@ def peak_gb() -> float | None:
 
 
 def t5lab_model(config: ModelConfig, dtype: torch.dtype | None = None):
-    model = build_model(config, seed=0, device=DEVICE, dtype=dtype, attention="fused")
+    """The plain model with t5lab's speed paths: `t5lab.kernels.apply` (the fused attention kernel on CUDA) where
+    it exists, else the model's own "fused" attention backend."""
+    model = build_model(config, seed=0, device=DEVICE, dtype=dtype)
     try:
-        from t5lab import kernels
+        from t5lab.kernels import apply
     except ImportError:
-        return model, "fused backend"
-    if hasattr(kernels, "apply"):
-        return kernels.apply(model, device=DEVICE) or model, "kernels.apply"
-    return model, "fused backend"
+        return model.set_attention_backend("fused"), "fused backend"
+    return apply(model, device=DEVICE), "kernels.apply"
 
 
 def hf_model(config: ModelConfig, attention: str, dtype: torch.dtype | None = None):
