@@ -25,6 +25,7 @@ from torch import nn
 
 from t5lab.errors import T5LabError, field_checker
 from t5lab.kernels.cpu_linear import linear, linear_in_major, one_row_splits, row_blocks_in_major
+from t5lab.kernels.decoding_capture import StaticDecoderSteps, supports_capture
 from t5lab.model import T5, KVCache
 from t5lab.model.attention import bias_dtype
 
@@ -53,6 +54,9 @@ class GenerationConfig:
     eos_token_id: int | None = None
     # Longer inputs are refused, never truncated: the encoder's attention scores grow with its square.
     max_input_length: int = 4096
+    # CUDA: a static KV cache whose steps after the first replay one captured CUDA graph (greedy and sampling of
+    # dense models; anything else decodes eagerly). Opt-in until measured on a GPU (t5lab.kernels.decoding_capture).
+    cuda_graph: bool = False
 
     def __post_init__(self) -> None:
         need = field_checker(self, "generation option")
@@ -114,7 +118,10 @@ def generate(
     if copies > 1:
         hidden_BSD = hidden_BSD.repeat_interleave(copies, dim=0)
         attention_mask = None if attention_mask is None else attention_mask.repeat_interleave(copies, dim=0)
-    steps = DecoderSteps(model, hidden_BSD, attention_mask, config.max_new_tokens)
+    if config.cuda_graph and supports_capture(model, hidden_BSD.device, config.num_beams):
+        steps = StaticDecoderSteps(model, hidden_BSD, attention_mask, config.max_new_tokens, capture=True)
+    else:
+        steps = DecoderSteps(model, hidden_BSD, attention_mask, config.max_new_tokens)
     if config.num_beams > 1:
         return _beam_search(steps, config, generator)
     return _greedy_or_sample(steps, config, generator)
