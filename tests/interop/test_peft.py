@@ -4,11 +4,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
+import t5lab as t5lab_package
 from t5lab import T5LabError, load_pretrained
 from t5lab.interop import hf
 from t5lab.interop import peft as lora
@@ -16,6 +20,18 @@ from t5lab.model import build_model
 
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
+
+
+# As in tests/recipes/test_finetune.py: T5's vocabulary (the real tokenizer fits), few CPU steps.
+SHAPE = "t5-efficient-tiny-nl1-dm32-ff48-kv8-nh2"
+SRC = Path(t5lab_package.__file__).resolve().parents[1]
+
+
+def t5lab(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "t5lab", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def _batch(config, B=3, S=9, T=7):
@@ -141,10 +157,10 @@ def test_only_adapters_train_and_a_fresh_adapter_changes_nothing(tiny_config):
 def test_bad_settings_are_one_line_errors(tiny_config, tmp_path, monkeypatch):
     model = build_model(tiny_config, seed=0)
     with pytest.raises(
-        T5LabError, match="lora targets q,query: expected a comma-separated subset of q,k,v,o"
+        T5LabError, match="lora_targets=q,query: expected a comma-separated subset of q,k,v,o"
     ):
         lora.add_lora(model, targets="q,query")
-    with pytest.raises(T5LabError, match="lora rank 0: expected a positive integer"):
+    with pytest.raises(T5LabError, match="lora_rank=0: expected a positive integer"):
         lora.add_lora(model, rank=0)
     with pytest.raises(T5LabError, match="no LoRA adapters"):
         lora.save_adapter(model, tmp_path / "a", base_model_name_or_path="x")
@@ -153,3 +169,72 @@ def test_bad_settings_are_one_line_errors(tiny_config, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "peft", None)
     with pytest.raises(T5LabError, match=r"pip install 't5lab\[lora\]'"):
         lora.add_lora(model)
+
+
+def test_finetune_with_lora_saves_adapters_and_a_merged_folder(shared_data, spiece_model, tmp_path):
+    """`t5lab finetune --lora-rank`: adapters in best/, the shape's random base in OUT/base, best/merged/ a
+    plain folder that `t5lab evaluate` runs to the same predictions as the adapter model made."""
+    out = tmp_path / "run"
+    common = ["--data-dir", str(shared_data), "--max-input-length", "32"]
+    run = t5lab(
+        "finetune",
+        "--task",
+        "glue/rte",
+        "--model",
+        SHAPE,
+        "--tokenizer",
+        str(spiece_model),
+        "--out",
+        str(out),
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--eval-every",
+        "2",
+        "--eval-limit",
+        "6",
+        "--lora-rank",
+        "2",
+        "--lora-targets",
+        "q,v,wo",
+        "--lora-merge",
+        "true",
+        *common,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    best = out / "best"
+    saved = json.loads((best / "adapter_config.json").read_text())
+    assert saved["r"] == 2 and saved["lora_alpha"] == 4 and saved["target_modules"] == ["q", "v", "wo"]
+    assert saved["base_model_name_or_path"] == str((out / "base").resolve())
+    assert (out / "base" / "model.safetensors").is_file() and not (best / "model.safetensors").exists()
+    base = load_pretrained(out / "base")
+    ours = lora.load_adapter(load_pretrained(out / "base"), best)
+    assert any((p != 0).any() for n, p in ours.named_parameters() if "lora_B" in n)  # the adapters trained
+    assert all(
+        torch.equal(p, dict(ours.named_parameters())[n.replace(".weight", ".base_layer.weight")])
+        for n, p in base.named_parameters()
+        if n.endswith((".q.weight", ".v.weight"))
+    )  # the base did not
+    ev = t5lab(
+        "evaluate",
+        "glue/rte",
+        str(best / "merged"),
+        "--limit",
+        "6",
+        "--out",
+        str(tmp_path / "ev"),
+        *common,
+        cwd=tmp_path,
+    )
+    assert ev.returncode == 0, ev.stderr
+    merged = [json.loads(line)["prediction"] for line in (tmp_path / "ev" / "predictions.jsonl").open()]
+    assert merged == [json.loads(line)["prediction"] for line in (best / "predictions.jsonl").open()]
+
+
+def test_finetune_lora_merge_needs_a_rank():
+    from t5lab.recipes.finetune import finetune
+
+    with pytest.raises(T5LabError, match="lora_merge: expected lora_rank too"):
+        finetune("glue/rte", "t5-efficient-tiny", lora_merge=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,7 @@ def parse_targets(text: str | Sequence[str]) -> tuple[str, ...]:
     unknown = [t for t in names if t not in known]
     if not names or unknown:
         raise T5LabError(
-            f"lora targets {','.join(names) or '(none)'}: expected a comma-separated subset of {','.join(known)}"
+            f"lora_targets={','.join(names) or '(none)'}: expected a comma-separated subset of {','.join(known)}"
         )
     return names
 
@@ -79,19 +80,25 @@ def add_lora(
     `alpha` defaults to 2 * rank. The base weights are frozen; the new B matrices are zero (peft's
     initialisation), so the model computes what it computed before until it is trained.
     """
+    return _peft().inject_adapter_in_model(_checked_config(model, rank, alpha, dropout, targets), model)
+
+
+def _checked_config(
+    model: T5, rank: int, alpha: float | None, dropout: float, targets: str | Sequence[str]
+) -> Any:
     peft = _peft()
     names = parse_targets(targets)
     if rank < 1:
-        raise T5LabError(f"lora rank {rank}: expected a positive integer")
+        raise T5LabError(f"lora_rank={rank}: expected a positive integer")
     if not 0 <= dropout < 1:
-        raise T5LabError(f"lora dropout {dropout}: expected a rate in [0, 1)")
+        raise T5LabError(f"lora_dropout={dropout}: expected a rate in [0, 1)")
     if model.config.is_moe and set(names) & set(FEED_FORWARD_TARGETS):
         raise T5LabError(
-            "lora targets: a Switch model's experts are not nn.Linear layers; target q,k,v,o only"
+            "lora_targets: a Switch model's experts are not nn.Linear layers; target q,k,v,o only"
         )
     if has_lora(model):
         raise T5LabError("the model already has LoRA adapters")
-    config = peft.LoraConfig(
+    return peft.LoraConfig(
         r=rank,
         lora_alpha=alpha if alpha is not None else 2 * rank,
         lora_dropout=dropout,
@@ -99,7 +106,6 @@ def add_lora(
         bias="none",
         task_type="SEQ_2_SEQ_LM",
     )
-    return peft.inject_adapter_in_model(config, model)
 
 
 def lora_config(model: T5) -> Any:
@@ -214,3 +220,44 @@ def merge_lora(model: T5) -> T5:
 def save_merged(model: T5, folder: str | Path, tokenizer: Any = None) -> Path:
     """A plain checkpoint folder (`hf.save_pretrained`) of `model` with its adapters merged; `model` keeps them."""
     return save_pretrained(merge_lora(copy.deepcopy(model)), folder, tokenizer=tokenizer)
+
+
+@dataclass(frozen=True)
+class AdapterExport:
+    """How a LoRA fine-tune saves a model: its adapters in peft's format, naming `base` as their base model,
+    and with `merge` also a plain checkpoint folder `merged/` inside (adapters folded in)."""
+
+    base: str
+    merge: bool = False
+
+    def __call__(self, model: T5, folder: str | Path, tokenizer: Any = None) -> None:
+        save_adapter(model, folder, base_model_name_or_path=self.base, tokenizer=tokenizer)
+        if self.merge:
+            save_merged(model, Path(folder) / "merged", tokenizer=tokenizer)
+
+
+def prepare_finetune(
+    model: T5,
+    model_name_or_path: str | Path,
+    base_copy: Path,
+    tokenizer: Any = None,
+    *,
+    rank: int,
+    alpha: float | None = None,
+    dropout: float = 0.0,
+    targets: str | Sequence[str] = DEFAULT_TARGETS,
+    merge: bool = False,
+) -> AdapterExport:
+    """Add LoRA adapters to `model` (in place) for fine-tuning, and say how to save it.
+
+    The adapters' base is `model_name_or_path` when that is a checkpoint folder; a shape name's random
+    initialisation exists nowhere else, so it is first saved to `base_copy` (frozen, it stays that).
+    """
+    config = _checked_config(model, rank, alpha, dropout, targets)  # a bad setting fails before any saving
+    folder = Path(model_name_or_path)
+    if folder.is_dir():
+        base = folder.resolve()
+    else:
+        base = save_pretrained(model, base_copy, tokenizer=tokenizer)
+    _peft().inject_adapter_in_model(config, model)
+    return AdapterExport(base=str(base), merge=merge)
