@@ -51,9 +51,8 @@ def _peft() -> Any:
 
 def has_lora(model: torch.nn.Module) -> bool:
     """Whether peft adapter layers are injected in `model`."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    return any(isinstance(m, BaseTunerLayer) for m in model.modules())
+    tuner_layer = _peft().tuners.tuners_utils.BaseTunerLayer
+    return any(isinstance(m, tuner_layer) for m in model.modules())
 
 
 def parse_targets(text: str | Sequence[str]) -> tuple[str, ...]:
@@ -203,11 +202,10 @@ def load_adapter(model: T5, folder: str | Path) -> T5:
 def merge_lora(model: T5) -> T5:
     """Fold the adapters into the base weights (peft's `merge`: W += alpha/r * B @ A) and remove them, in
     place; the result is a plain, fully trainable T5."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
+    tuner_layer = _peft().tuners.tuners_utils.BaseTunerLayer
     lora_config(model)
     for name, module in list(model.named_modules()):
-        if isinstance(module, BaseTunerLayer):
+        if isinstance(module, tuner_layer):
             module.merge()
             parent, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent), child, module.get_base_layer())
