@@ -131,3 +131,31 @@ def test_perfect_predictions_score_full_marks(labels):
 def test_squad_f1_is_symmetric_and_bounded(a, b):
     assert metrics.squad_f1(a, b) == pytest.approx(metrics.squad_f1(b, a))
     assert 0.0 <= metrics.squad_f1(a, b) <= 1.0
+
+
+def test_pearson_and_spearman_match_scipys_documented_values():
+    # scipy.stats docs: pearsonr([1, 2, 3, 4, 5], [10, 9, 2.5, 6, 4]) = -0.7426106572325057 and
+    # spearmanr([1, 2, 3, 4, 5], [5, 6, 7, 8, 7]) = 0.8207826816681233 (ties averaged: ranks 1, 2, 3.5, 5, 3.5).
+    assert metrics.pearson_corrcoef([1, 2, 3, 4, 5], [10, 9, 2.5, 6, 4]) == pytest.approx(-74.26106572325057)
+    assert metrics.spearman_corrcoef([1, 2, 3, 4, 5], [5, 6, 7, 8, 7]) == pytest.approx(82.07826816681233)
+    # Hand: deviations (-1, 0, 1) and (-1, 1, 0): covariance 1, variances 2 and 2 -> 1 / 2.
+    assert metrics.pearson_corrcoef([1, 2, 3], [1, 3, 2]) == pytest.approx(50.0)
+    # Undefined (a constant side): 0, where scipy gives NaN.
+    assert metrics.pearson_corrcoef([1, 2, 3], [2, 2, 2]) == 0.0
+    assert metrics.spearman_corrcoef([1], [1]) == 0.0
+
+
+def test_pearson_and_spearman_match_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    gold = [5.0, 4.8, 0.0, 2.4, 2.8, 3.6, 3.6, 1.2]
+    pred = [4.6, 5.0, -1.0, 2.4, 3.0, 3.0, 4.2, 0.8]
+    assert metrics.pearson_corrcoef(gold, pred) == pytest.approx(100 * stats.pearsonr(gold, pred)[0])
+    assert metrics.spearman_corrcoef(gold, pred) == pytest.approx(100 * stats.spearmanr(gold, pred)[0])
+
+
+@given(st.lists(st.integers(-1000, 1000), min_size=2, max_size=20))
+def test_spearman_is_invariant_under_monotone_maps(values):
+    mapped = [v**3 + 2 * v for v in values]  # strictly increasing
+    assert metrics.spearman_corrcoef(values, mapped) == pytest.approx(
+        metrics.spearman_corrcoef(values, values), abs=1e-9
+    )

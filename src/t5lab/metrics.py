@@ -171,3 +171,41 @@ def rouge_scores(
             totals[key] += scores[key].fmeasure
     n = max(len(predictions), 1)
     return {key: 100.0 * total / n for key, total in totals.items()}
+
+
+# STS-B: correlations of T5's regression-as-text, as scipy's pearsonr / spearmanr compute them.
+def pearson_corrcoef(gold: Sequence[float], pred: Sequence[float]) -> float:
+    """Pearson correlation times 100; 0 when undefined (a constant side), where scipy gives NaN."""
+    _check_lengths(gold, pred)
+    n = len(gold)
+    if n < 2:
+        return 0.0
+    mean_g, mean_p = sum(gold) / n, sum(pred) / n
+    cov = sum((g - mean_g) * (p - mean_p) for g, p in zip(gold, pred, strict=True))
+    var_g = sum((g - mean_g) ** 2 for g in gold)
+    var_p = sum((p - mean_p) ** 2 for p in pred)
+    if var_g == 0 or var_p == 0:
+        return 0.0
+    # Clamped: rounding can push a perfect correlation a hair past 1.
+    return 100.0 * max(-1.0, min(1.0, cov / math.sqrt(var_g * var_p)))
+
+
+def _average_ranks(values: Sequence[float]) -> list[float]:
+    """1-based ranks, ties sharing the mean of the ranks they span (scipy's rankdata "average")."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for i in order[start : end + 1]:
+            ranks[i] = (start + end) / 2 + 1
+        start = end + 1
+    return ranks
+
+
+def spearman_corrcoef(gold: Sequence[float], pred: Sequence[float]) -> float:
+    """Spearman rank correlation times 100: Pearson of the tie-averaged ranks; 0 when undefined."""
+    _check_lengths(gold, pred)
+    return pearson_corrcoef(_average_ranks(gold), _average_ranks(pred))

@@ -36,8 +36,12 @@ EVAL = {
 }
 
 
+# Tasks whose data is not in shared/data; tested below on hand-made rows in the official file layouts.
+HAND_MADE = {"glue/mnli", "glue/qnli", "glue/qqp", "glue/stsb", "glue/wnli", "superglue/record"}
+
+
 def test_every_registered_task_is_covered():
-    assert set(list_tasks()) == set(EVAL) | {"generic"}
+    assert set(list_tasks()) == set(EVAL) | HAND_MADE | {"generic"}
 
 
 @pytest.mark.parametrize("name", sorted(EVAL))
@@ -266,3 +270,279 @@ def test_tasks_and_metrics_import_no_torch():
     code = "import sys, t5lab.data.tasks, t5lab.data.mixture, t5lab.metrics; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# The GLUE/SuperGLUE tasks without shared data: small hand-made rows in the official file layouts ------------
+
+MNLI_HEADER = (
+    "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\t"
+    "sentence2_parse\tsentence1\tsentence2"
+)
+
+
+def _mnli_row(i: int, premise: str, hypothesis: str, labels: tuple[str, ...]) -> str:
+    return "\t".join(
+        [
+            str(i),
+            "63735",
+            "63735n",
+            "slate",
+            "( ( x ) )",
+            "( y )",
+            "(ROOT x)",
+            "(ROOT y)",
+            premise,
+            hypothesis,
+            *labels,
+        ]
+    )
+
+
+@pytest.fixture
+def glue_files(tmp_path):
+    dev = "\tlabel1\tlabel2\tlabel3\tlabel4\tlabel5\tgold_label\n"
+    _write(
+        tmp_path / "glue/mnli/train.tsv",
+        MNLI_HEADER
+        + "\tlabel1\tgold_label\n"
+        + _mnli_row(
+            0,
+            "Conceptually cream skimming has two basic dimensions.",
+            "Product and geography are what make cream skimming work. ",
+            ("neutral", "neutral"),
+        )
+        + "\n",
+    )
+    _write(
+        tmp_path / "glue/mnli/dev_matched.tsv",
+        MNLI_HEADER
+        + dev
+        + _mnli_row(
+            0,
+            "The new rights are nice enough",
+            "Everyone really likes the newest benefits ",
+            ("neutral", "entailment", "neutral", "neutral", "neutral", "neutral"),
+        )
+        + "\n"
+        + _mnli_row(1, "This site includes a list.", "The site has a list.", ("entailment",) * 6)
+        + "\n",
+    )
+    _write(
+        tmp_path / "glue/mnli/dev_mismatched.tsv",
+        MNLI_HEADER
+        + dev
+        + _mnli_row(0, "Your gift is appreciated.", "Your gift is hated.", ("contradiction",) * 6)
+        + "\n",
+    )
+    _write(tmp_path / "glue/mnli/test_matched.tsv", MNLI_HEADER + "\n" + _mnli_row(0, "p", "h", ()) + "\n")
+    _write(
+        tmp_path / "glue/qnli/dev.tsv",
+        "index\tquestion\tsentence\tlabel\n"
+        "0\tWhat came into force after the new constitution was herald?\tAs of that day, the new constitution "
+        "heralding the Second Republic came into force.\tentailment\n"
+        "1\tWhat is the first major city in the stream of the Rhine?\tThe most important tributaries are the "
+        "Aare.\tnot_entailment\n",
+    )
+    _write(
+        tmp_path / "glue/qqp/dev.tsv",
+        "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n"
+        "201359\t303345\t303346\tWhy are African-Americans so beautiful?\tWhy are hispanics so beautiful?\t0\n"
+        "263843\t69383\t380476\tI want to pursue PhD in Computer Science?\tI handle social media for a "
+        "non-profit.\t0\n"
+        "172974\t266948\t175089\tIs there a reason why we should travel alone?\tWhat are some reasons to "
+        "travel alone?\t1\n"
+        "15329\t29298\t29299\tHow do I learn Python?\tWhat is the best way to learn Python?\t1\n"
+        "9\t18\t19\tWhy is salt water taste salty?\tWhy is salt water salty?\t1\n",
+    )
+    _write(tmp_path / "glue/qqp/test.tsv", "id\tquestion1\tquestion2\n0\tWhat?\tWhy?\n")
+    _write(
+        tmp_path / "glue/stsb/dev.tsv",
+        "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
+        "0\tmain-captions\tMSRvid\t2012test\t0000\tnone\tnone\tA man with a hard hat is dancing.\t"
+        "A man wearing a hard hat is dancing.\t5.000\n"
+        "1\tmain-captions\tMSRvid\t2012test\t0002\tnone\tnone\tA young child is riding a horse.\t"
+        "A child is riding a horse.\t4.750\n"
+        "2\tmain-captions\tMSRvid\t2012test\t0003\tnone\tnone\tA man is feeding a mouse to a snake.\t"
+        "The man is feeding a mouse to the snake.\t5.000\n"
+        "3\tmain-captions\tMSRvid\t2012test\t0007\tnone\tnone\tA woman is playing the guitar.\t"
+        "A man is playing guitar.\t2.400\n"
+        "4\tmain-captions\tMSRvid\t2012test\t0008\tnone\tnone\tA woman is playing the flute.\t"
+        "A man is playing a flute.\t2.750\n"
+        "5\tmain-captions\tMSRvid\t2012test\t0010\tnone\tnone\tA woman is slicing an onion.\t"
+        "A man is riding a bike.\t0.100\n",
+    )
+    _write(
+        tmp_path / "glue/wnli/dev.tsv",
+        "index\tsentence1\tsentence2\tlabel\n"
+        "0\tThe drain is clogged with hair. It has to be cleaned.\tThe hair has to be cleaned.\t0\n"
+        "1\tJane knocked on Susan's door but she did not answer.\tSusan did not answer.\t1\n",
+    )
+    return tmp_path
+
+
+def test_new_glue_tasks_in_t5_formats(glue_files):
+    mnli = get_task("glue/mnli").load("validation", glue_files)
+    assert mnli[0].input == (
+        "mnli hypothesis: Everyone really likes the newest benefits  premise: The new rights are nice enough"
+    )
+    assert [e.target for e in mnli] == ["neutral", "entailment"]  # gold_label, not label1
+    assert get_task("glue/mnli").load("validation_matched", glue_files) == mnli
+    (mismatched,) = get_task("glue/mnli").load("validation_mismatched", glue_files)
+    assert mismatched.target == "contradiction" and mismatched.label == 2
+    assert get_task("glue/mnli").load("train", glue_files)[0].target == "neutral"
+    assert get_task("glue/mnli").load("test", glue_files)[0].label is None
+    qnli = get_task("glue/qnli").load("validation", glue_files)
+    assert qnli[0].input.startswith(
+        "qnli question: What came into force after the new constitution was herald? sentence: As of that day,"
+    )
+    assert [e.target for e in qnli] == ["entailment", "not_entailment"]
+    qqp = get_task("glue/qqp").load("validation", glue_files)
+    assert qqp[0].input == (
+        "qqp question1: Why are African-Americans so beautiful? question2: Why are hispanics so beautiful?"
+    )
+    assert [e.target for e in qqp] == ["not_duplicate"] * 2 + ["duplicate"] * 3 and qqp[0].id == "201359"
+    assert get_task("glue/qqp").load("test", glue_files)[0].target == ""
+    wnli = get_task("glue/wnli").load("validation", glue_files)
+    assert wnli[0].input == (
+        "wnli sentence1: The drain is clogged with hair. It has to be cleaned. "
+        "sentence2: The hair has to be cleaned."
+    )
+    assert [e.target for e in wnli] == ["not_entailment", "entailment"]  # GLUE's 1 is entailment
+
+
+def test_stsb_targets_are_t5s_rounded_scores(glue_files):
+    task = get_task("glue/stsb")
+    examples = task.load("validation", glue_files)
+    assert examples[0].input == (
+        "stsb sentence1: A man with a hard hat is dancing. sentence2: A man wearing a hard hat is dancing."
+    )
+    # round(score * 5) / 5 with halves to even (tf.round): 4.75 -> 23.75 -> 24 -> 4.8; 2.4 stays; 2.75 -> 2.8;
+    # 0.1 -> 0.5 -> 0 -> 0.0.
+    assert [e.target for e in examples] == ["5.0", "4.8", "5.0", "2.4", "2.8", "0.0"]
+    assert task.score([e.target for e in examples], examples) == {"pearson": 100.0, "spearman": 100.0}
+
+
+def test_stsb_unparseable_predictions_score_minus_one(glue_files):
+    task = get_task("glue/stsb")
+    examples = task.load("validation", glue_files)[:3]  # gold 5.0, 4.8, 5.0
+    # "five" and "nan" parse to -1 (T5's string_to_float default): predictions (-1, 4.8, -1).
+    # Pearson: gold mean 4.9333, deviations (.0667, -.1333, .0667); pred mean 0.9333, (-1.9333, 3.8667, -1.9333):
+    # cov = -0.7733, var_g = 0.02667, var_p = 22.4267 -> -1. Spearman: gold ranks (2.5, 1, 2.5),
+    # pred ranks (1.5, 3, 1.5) -> -1.
+    scores = task.score(["five", " 4.8 ", "nan"], examples)
+    assert scores == pytest.approx({"pearson": -100.0, "spearman": -100.0})
+    with pytest.raises(T5LabError, match=r"dev\.tsv:2: score 'high' should be a number from 0 to 5"):
+        _write(glue_files / "glue/stsb/dev.tsv", "index\tsentence1\tsentence2\tscore\n0\ta\tb\thigh\n")
+        task.load("validation", glue_files)
+
+
+def test_qqp_scores_f1_and_accuracy(glue_files):
+    task = get_task("glue/qqp")
+    examples = task.load("validation", glue_files)  # gold 0 0 1 1 1
+    # pred: dup, not_dup, dup, not_dup, invalid -> tp 1, fp 1, fn 2 (the invalid one counts as wrong);
+    # F1 = 2*1 / (2*1 + 1 + 2) = 0.4; accuracy 2/5.
+    scores = task.score(["duplicate", "not_duplicate", "duplicate", "not_duplicate", "yes"], examples)
+    assert scores == pytest.approx({"f1": 40.0, "accuracy": 40.0})
+    assert task.primary_metric == "f1"
+
+
+RECORD_PASSAGE = {
+    "idx": 0,
+    "source": "Daily mail",
+    "passage": {
+        "text": "Tracy Morgan is recovering.\n@highlight\nHe was hurt in New Jersey\n@highlight\nWalmart said "
+        "sorry",
+        "entities": [
+            {"start": 0, "end": 11},
+            {"start": 54, "end": 63},
+            {"start": 76, "end": 82},
+            {"start": 0, "end": 4},
+            {"start": 0, "end": 11},
+        ],
+    },
+    "qas": [
+        {
+            "query": "@placeholder is in hospital.",
+            "idx": 0,
+            "answers": [
+                {"start": 0, "end": 11, "text": "Tracy Morgan"},
+                {"start": 0, "end": 4, "text": "Tracy"},
+                {"start": 0, "end": 11, "text": "Tracy Morgan"},
+            ],
+        },
+        {
+            "query": "The crash happened in @placeholder.",
+            "idx": 1,
+            "answers": [{"start": 54, "end": 63, "text": "New Jersey"}],
+        },
+    ],
+}
+
+
+def test_record_in_t5_format_one_example_per_answer_for_training(tmp_path):
+    for name in ("train.jsonl", "val.jsonl"):
+        _write(tmp_path / name, json.dumps(RECORD_PASSAGE) + "\n")
+    task = get_task("superglue/record")
+    validation = task.load("validation", tmp_path)
+    assert validation[0].input == (
+        "record query: @placeholder is in hospital. entities: New Jersey, Tracy, Tracy Morgan, Walmart "
+        "passage: Tracy Morgan is recovering. He was hurt in New Jersey. Walmart said sorry"
+    )
+    assert [(e.target, e.references, e.id) for e in validation] == [
+        ("Tracy", ("Tracy", "Tracy Morgan"), "0-0"),
+        ("New Jersey", ("New Jersey",), "0-1"),
+    ]
+    train = task.load("train", tmp_path)
+    assert [e.target for e in train] == ["Tracy", "Tracy Morgan", "New Jersey"]
+    # Max over answers with SQuAD's normalisation: "the Tracy Morgan" matches; "Jersey" has F1 2/3.
+    assert task.score(["the Tracy Morgan", "Jersey"], validation) == pytest.approx(
+        {"exact_match": 50.0, "f1": 100 * (1 + 2 / 3) / 2}
+    )
+
+
+def test_record_malformed_passage_and_unanswered_queries(tmp_path):
+    _write(tmp_path / "val.jsonl", json.dumps({"idx": 0, "passage": {"text": "t", "entities": []}}) + "\n")
+    with pytest.raises(T5LabError, match=r"val\.jsonl:1: malformed ReCoRD passage .*'qas'"):
+        get_task("superglue/record").load("validation", tmp_path)
+    unanswered = dict(RECORD_PASSAGE, qas=[{"query": "@placeholder?", "idx": 0}])
+    _write(tmp_path / "test.jsonl", json.dumps(unanswered) + "\n")
+    examples = get_task("superglue/record").load("test", tmp_path)
+    assert examples[0].target == ""
+    with pytest.raises(T5LabError, match="without answers"):
+        get_task("superglue/record").score(["x"], examples)
+
+
+def test_hub_split_names_and_per_answer_examples(monkeypatch):
+    calls = []
+    rows = {
+        "mnli": [{"premise": "p", "hypothesis": "h", "label": 1, "idx": 3}],
+        "stsb": [
+            {"sentence1": "a", "sentence2": "b", "label": 3.8, "idx": 0},
+            {"sentence1": "a", "sentence2": "b", "label": -1.0, "idx": 1},
+        ],
+        "record": [
+            {
+                "passage": "x",
+                "query": "@placeholder y",
+                "entities": ["B", "A"],
+                "answers": ["B", "A"],
+                "idx": {"passage": 0, "query": 0},
+            }
+        ],
+    }
+
+    def load_dataset(path, config, split):
+        calls.append((path, config, split))
+        return rows[config]
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    assert get_task("glue/mnli").load("validation")[0] == Example(
+        "mnli hypothesis: h premise: p", "neutral", 1, id="3"
+    )
+    assert [e.target for e in get_task("glue/stsb").load("test")] == ["3.8", ""]
+    assert [e.target for e in get_task("superglue/record").load("train")] == ["A", "B"]
+    assert calls == [
+        ("nyu-mll/glue", "mnli", "validation_matched"),
+        ("nyu-mll/glue", "stsb", "test"),
+        ("aps/super_glue", "record", "train"),
+    ]

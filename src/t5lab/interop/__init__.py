@@ -1,5 +1,6 @@
-"""Reading and writing other frameworks' checkpoints: Hugging Face weights (`t5lab.interop.hf`) and
-`config.json` (`t5lab.interop.hf_config`, torch-free). The torch-backed names load on first use."""
+"""Reading and writing other frameworks' checkpoints: Hugging Face weights (`t5lab.interop.hf`),
+`config.json` (`t5lab.interop.hf_config`, torch-free) and peft LoRA adapters (`t5lab.interop.peft`, imported on
+its own since peft is optional). The torch-backed names load on first use."""
 
 from importlib import import_module
 from typing import Any

@@ -57,6 +57,11 @@ def finetune(
     precision: Literal["auto", "fp32", "bf16"] = "auto",
     log_every: int = 10,
     progress: bool = True,
+    lora_rank: int = 0,
+    lora_alpha: float | None = None,
+    lora_dropout: float = 0.0,
+    lora_targets: str = "q,v",
+    lora_merge: bool = False,
     **generation: Unpack[GenerationOptions],
 ) -> dict[str, Any]:
     """Fine-tune a model on a task (or a mixture) and keep the best checkpoint by the task's metric.
@@ -92,6 +97,14 @@ def finetune(
         precision: auto (bf16 autocast on GPUs and CPUs that compute bf16 natively, else fp32), fp32 or bf16.
         log_every: training rows in metrics.jsonl every this many steps.
         progress: show progress on stderr.
+        lora_rank: train LoRA adapters of this rank (peft; `pip install 't5lab[lora]'`) instead of every
+            weight (0: full fine-tuning). best/ then holds the adapters in peft's format (adapter_config.json,
+            adapter_model.safetensors) for the base model folder (a shape name's random base is saved to
+            OUT/base).
+        lora_alpha: LoRA scale numerator, the update being alpha/rank * B A (default 2 * rank).
+        lora_dropout: dropout on the adapters' input.
+        lora_targets: comma-separated projections to adapt: q,k,v,o (attention), wi,wi_0,wi_1,wo (feed-forward).
+        lora_merge: also write best/merged/, a plain checkpoint folder with the adapters merged into the weights.
         generation: see `GenerationOptions` (num_beams, max_new_tokens, max_input_length, max_target_length).
     """
     # Imported here, not at the top, so that the CLI's other commands do not pay for torch.
@@ -111,6 +124,8 @@ def finetune(
     root = resolve_data_dir(data_dir, tasks)
     if early_stopping_patience is not None and early_stopping_patience < 1:
         raise T5LabError(f"early_stopping_patience={early_stopping_patience}: expected a positive number")
+    if lora_merge and not lora_rank:
+        raise T5LabError("lora_merge: expected lora_rank too (merging needs adapters to merge)")
     config = TrainConfig(
         steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr or DEFAULT_LR[optimizer],
         optimizer=optimizer, schedule=schedule, warmup=warmup, final_lr=0.0, weight_decay=weight_decay,
@@ -120,7 +135,14 @@ def finetune(
     # Data first: a bad file fails in a second, before the model loads.
     raw = {t.name: (load_split(t, "train", root), load_split(t, "validation", root, eval_limit)) for t in tasks}
     net, tok = resolve_model(model, tokenizer, seed=seed)
-    net = apply(with_dropout(net, dropout, expert_dropout), device=resolve_device(device, "--device"))
+    net = with_dropout(net, dropout, expert_dropout)
+    save_best = None
+    if lora_rank or lora_merge:
+        from t5lab.interop.peft import prepare_finetune
+
+        save_best = prepare_finetune(net, model, Path(out) / "base", tok, rank=lora_rank, alpha=lora_alpha,
+                                     dropout=lora_dropout, targets=lora_targets, merge=lora_merge)
+    net = apply(net, device=resolve_device(device, "--device"))
 
     def encode(examples):
         return encode_examples(examples, tok, max_input_length, max_target_length)
@@ -150,7 +172,7 @@ def finetune(
     def on_best(m, step: int, row: dict[str, float]) -> None:
         export_best(m, tok, out_dir / "best", latest["results"], step=step, base=model, row=row,
                     settings=dict(config.__dict__, dropout=dropout, max_input_length=max_input_length,
-                                  max_target_length=max_target_length, num_beams=num_beams))
+                                  max_target_length=max_target_length, num_beams=num_beams), save=save_best)
 
     monitor = Monitor(metric=AVERAGE if several else tasks[0].primary_metric, mode="max",
                       patience=early_stopping_patience, on_best=on_best)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,11 +32,11 @@ def write_predictions(path: Path, result: TaskResult) -> None:
 
 
 def export_best(model: T5, tokenizer: Tokenizer, folder: Path, results: Sequence[TaskResult], *, step: int, base: str,
-                row: dict[str, float], settings: dict[str, Any]) -> None:
-    """The HF-format model, its card, scores and predictions in `folder`."""
+                row: dict[str, float], settings: dict[str, Any], save: Callable[..., Any] | None = None) -> None:
+    """The model (HF format, or what `save` writes: LoRA adapters), its card, scores and predictions in `folder`."""
     from t5lab.interop.hf import save_pretrained
 
-    save_pretrained(model, folder, tokenizer=tokenizer)
+    (save or save_pretrained)(model, folder, tokenizer=tokenizer)
     for i, r in enumerate(results):
         write_predictions(folder / ("predictions.jsonl" if len(results) == 1 else f"predictions-{i}.jsonl"), r)
     scores = {"step": step, **{k: v for k, v in row.items() if k != "eval_tokens"}}

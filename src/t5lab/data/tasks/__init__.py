@@ -4,7 +4,8 @@
     examples = task.load("validation", "path/to/shared/data")   # list[Example]: .input, .target, ...
     task.score(predictions, examples)                           # {"accuracy": 71.5}, in percent
 
-Names: glue/{cola,sst2,mrpc,rte}, superglue/{boolq,cb,copa,rte,wic,wsc,multirc}, squad, samsum, and
+Names: glue/{cola,sst2,mrpc,qqp,stsb,mnli,qnli,rte,wnli}, superglue/{boolq,cb,copa,rte,wic,wsc,multirc,record},
+squad, samsum, and
 "generic" (input/target columns of your own files; `generic_task(...)` configures the columns and metric).
 """
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -57,7 +57,10 @@ class Task:
     `splits` maps a split name to candidate file names inside the task's folder (the first that exists is
     read), so that both the official release's names and other common layouts work. `folder` is where the
     task lives under a data root such as shared/data (e.g. "glue/rte"). `hf_dataset` is the (path, config)
-    of the same data on the Hugging Face hub, used only when no folder is given and `datasets` is installed.
+    of the same data on the Hugging Face hub, used only when no folder is given and `datasets` is installed;
+    `hf_splits` renames a split for the hub where its name differs there (MNLI's "validation" is the hub's
+    "validation_matched"). In the splits named by `one_example_per_answer`, an example with several
+    references becomes one example per reference (T5 trains ReCoRD so, and scores one example per query).
     """
 
     name: str
@@ -70,6 +73,8 @@ class Task:
     folder: str = ""
     hf_dataset: tuple[str, str | None] | None = None
     notes: Mapping[str, str] = field(default_factory=dict)  # split -> why it is missing or what it really is
+    hf_splits: Mapping[str, str] = field(default_factory=dict)
+    one_example_per_answer: tuple[str, ...] = ()
 
     def task_dir(self, data_dir: str | Path) -> Path:
         """The folder holding this task's files: `data_dir` itself, or `data_dir/folder` if that exists."""
@@ -111,7 +116,12 @@ class Task:
                 raise T5LabError(f"{path}:{location}: {e}") from None
         if not examples:
             raise T5LabError(f"{path}: holds no examples")
-        return examples
+        return self._per_answer(split, examples)
+
+    def _per_answer(self, split: str, examples: list[Example]) -> list[Example]:
+        if split not in self.one_example_per_answer:
+            return examples
+        return [replace(e, target=answer) for e in examples for answer in (e.references or (e.target,))]
 
     def _load_hf(self, split: str) -> list[Example]:
         try:
@@ -123,14 +133,14 @@ class Task:
         if self.hf_dataset is None:
             raise T5LabError(f"{self.name}: has no Hugging Face copy; give a data folder")
         path, config = self.hf_dataset
-        rows = datasets.load_dataset(path, config, split=split)
+        rows = datasets.load_dataset(path, config, split=self.hf_splits.get(split, split))
         examples = []
         for i, row in enumerate(rows):
             try:
                 examples.append(self.convert(dict(row)))
             except RecordError as e:
                 raise T5LabError(f"{path}/{config}[{split}][{i}]: {e}") from None
-        return examples
+        return self._per_answer(split, examples)
 
     def score(self, predictions: Sequence[str], examples: Sequence[Example]) -> dict[str, float]:
         """The task's official metrics (percent) of generated strings against `examples`."""

@@ -7,10 +7,12 @@ else decodes to -1, which every metric counts as wrong.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from t5lab import metrics
 from t5lab.data.tasks.base import Example, Scorer
+from t5lab.errors import T5LabError
 
 
 def decode_label(prediction: str, label_names: Sequence[str]) -> int:
@@ -42,6 +44,31 @@ def multirc_scorer(predictions: Sequence[str], examples: Sequence[Example]) -> d
     pred = [decode_label(p, ("False", "True")) for p in predictions]
     gold = [e.label for e in examples]
     return metrics.multirc_scores(gold, pred, [e.group for e in examples])
+
+
+def parse_score(prediction: str) -> float:
+    """T5's `string_to_float`: the number a generated string spells, or -1 when it spells none.
+
+    Unlike T5, "nan" and "inf" also give -1: Python's float() accepts them, and one such string would make
+    the whole correlation NaN.
+    """
+    try:
+        value = float(prediction)
+    except ValueError:
+        return -1.0
+    return value if math.isfinite(value) else -1.0
+
+
+def stsb_scorer(predictions: Sequence[str], examples: Sequence[Example]) -> dict[str, float]:
+    """Pearson and Spearman correlation of the generated scores with the (0.2-rounded) target scores."""
+    if any(not e.target for e in examples):
+        raise T5LabError("glue/stsb: cannot score unlabelled examples (a test split has no scores)")
+    gold = [float(e.target) for e in examples]
+    pred = [parse_score(p) for p in predictions]
+    return {
+        "pearson": metrics.pearson_corrcoef(gold, pred),
+        "spearman": metrics.spearman_corrcoef(gold, pred),
+    }
 
 
 def squad_scorer(predictions: Sequence[str], examples: Sequence[Example]) -> dict[str, float]:

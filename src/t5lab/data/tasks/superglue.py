@@ -1,4 +1,4 @@
-"""SuperGLUE BoolQ, CB, COPA, RTE, WiC, WSC and MultiRC in T5's text-to-text format.
+"""SuperGLUE BoolQ, CB, COPA, RTE, WiC, WSC, MultiRC and ReCoRD in T5's text-to-text format.
 
 T5 formats SuperGLUE with its GLUE preprocessor: the task name, then each feature as "<name>: <text>" in
 sorted name order unless T5 fixes the order (WiC: sentence1, sentence2, word; MultiRC: question, answer,
@@ -7,10 +7,16 @@ paragraph, with the paragraph's <br>/<b> markup removed). Targets are the TFDS l
 "* ... *" and the pronoun with "# ... #", target "True"/"False" (T5's leaderboard run used a different
 "wsc_simple" referent-generation format, which needs its own post-processing; not implemented).
 
+ReCoRD uses T5's `record` preprocessor: "record query: <query with @placeholder> entities: <e1>, <e2>, ...
+passage: <passage>" (entities and answers unique and sorted, as TFDS gives them; the passage's "@highlight"
+lines joined into sentences), target one answer. T5 trains on one example per answer and scores one per
+query against all its answers (max-over-answers SQuAD EM/F1); `load` does the same: one example per answer
+in "train", one per query elsewhere.
+
 Files are SuperGLUE's JSONL (train.jsonl, val.jsonl, test.jsonl, plus FewGLUE's dev32.jsonl); note that the
 train.jsonl files in t5lab's shared data are FewGLUE's 32-example subsets, not the full training sets. Metrics are
 T5's SUPERGLUE_METRICS: accuracy, CB macro-F1 + accuracy, MultiRC F1 over all answers (F1a) + exact match
-per question.
+per question, ReCoRD F1 + exact match.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from t5lab.data.tasks.base import (
     read_jsonl,
     text_field,
 )
-from t5lab.data.tasks.scoring import label_scorer, multirc_scorer
+from t5lab.data.tasks.scoring import label_scorer, multirc_scorer, squad_scorer
 from t5lab.errors import T5LabError
 
 BOOL_LABELS = ("False", "True")
@@ -51,13 +57,14 @@ def _task(name: str, folder: str, convert, labels: tuple[str, ...], scorer, prim
     return Task(
         name=f"superglue/{name}",
         splits=SPLITS,
-        read=read_jsonl if name != "multirc" else _read_multirc,
+        read={"multirc": _read_multirc, "record": _read_record}.get(name, read_jsonl),
         convert=convert,
         scorer=scorer,
         primary_metric=primary,
         label_names=labels,
         folder=f"superglue/{folder}",
         hf_dataset=("aps/super_glue", hf),
+        one_example_per_answer=("train",) if name == "record" else (),
     )
 
 
@@ -147,6 +154,62 @@ def _convert_multirc(record: Mapping[str, Any]) -> Example:
     )
 
 
+# ReCoRD --------------------------------------------------------------------------------------------------
+
+
+def _read_record(path: Path) -> Iterator[tuple[str, Record]]:
+    """One record per query (the Hugging Face layout) from SuperGLUE's one-passage-per-line JSONL."""
+    for location, record in read_jsonl(path):
+        try:
+            passage = get_field(record, "passage")
+            text = text_field(passage, "text")
+            # Entity spans are character offsets with an inclusive end.
+            entities = [text[int(e["start"]) : int(e["end"]) + 1] for e in get_field(passage, "entities")]
+            for qa in get_field(record, "qas"):
+                yield (
+                    location,
+                    {
+                        "passage": text,
+                        "query": text_field(qa, "query"),
+                        "entities": entities,
+                        "answers": [text_field(a, "text") for a in qa.get("answers", ())],
+                        "idx": {"passage": get_field(record, "idx"), "query": get_field(qa, "idx")},
+                    },
+                )
+        except (RecordError, TypeError, AttributeError, KeyError, ValueError) as e:
+            raise T5LabError(f"{path}:{location}: malformed ReCoRD passage ({e})") from None
+
+
+def _string_list(record: Mapping[str, Any], key: str) -> list[str]:
+    values = get_field(record, key)
+    if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
+        raise RecordError(f"field {key!r} should be a list of strings, got {values!r}")
+    return list(values)
+
+
+def _convert_record(record: Mapping[str, Any]) -> Example:
+    passage = text_field(record, "passage")
+    passage = re.sub(r"(\.|\?|\!|\"|\')\n@highlight\n", r"\1 ", passage)
+    passage = re.sub(r"\n@highlight\n", ". ", passage)
+    entities = ", ".join(sorted(set(_string_list(record, "entities"))))
+    answers = tuple(sorted(set(_string_list(record, "answers"))))
+    idx = get_field(record, "idx")
+    if not isinstance(idx, Mapping):
+        raise RecordError(f"field 'idx' should hold passage/query indices, got {idx!r}")
+    return Example(
+        input=f"record query: {text_field(record, 'query')} entities: {entities} passage: {passage}",
+        target=answers[0] if answers else "",
+        references=answers,
+        id=f"{get_field(idx, 'passage')}-{get_field(idx, 'query')}",
+    )
+
+
+def _score_record(predictions, examples):
+    if any(not e.references for e in examples):
+        raise T5LabError("superglue/record: cannot score queries without answers (a test split?)")
+    return squad_scorer(predictions, examples)
+
+
 TASKS = (
     _glue_style("boolq", ("passage", "question"), BOOL_LABELS, ("accuracy",), "BoolQ"),
     _glue_style("cb", ("hypothesis", "premise"), CB_LABELS, ("macro_f1", "accuracy"), "CB"),
@@ -163,4 +226,5 @@ TASKS = (
         "wsc.fixed",
     ),
     _task("multirc", "MultiRC", _convert_multirc, BOOL_LABELS, multirc_scorer, "f1a", "multirc"),
+    _task("record", "ReCoRD", _convert_record, (), _score_record, "f1", "record"),
 )
