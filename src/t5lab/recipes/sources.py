@@ -17,6 +17,7 @@ from t5lab.data.tasks import Example, Task, get_task
 from t5lab.data.tokenizer import SPIECE_FILE, Tokenizer
 from t5lab.errors import T5LabError
 from t5lab.interop.hf import load_model
+from t5lab.interop.hub import resolve_checkpoint
 from t5lab.model import T5, build_model
 
 DATA_ENV = "T5LAB_DATA"
@@ -79,8 +80,9 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
 
 
 def resolve_model(model: str | Path, tokenizer: str | Path | None, seed: int = 0) -> tuple[T5, Tokenizer]:
-    """The model (checkpoint folder or shape name) and its tokenizer; their vocabularies must agree."""
-    folder = Path(model)
+    """The model (checkpoint folder, hub id or shape name) and its tokenizer; their vocabularies must agree."""
+    folder = resolve_checkpoint(model) or Path(model)
+    model = folder if folder.is_dir() else model  # a hub id is looked up once
     if tokenizer is None and folder.is_dir():
         if not (folder / SPIECE_FILE).is_file():
             raise T5LabError(f"{folder}: has no {SPIECE_FILE}; give the tokenizer with --tokenizer PATH")
