@@ -26,6 +26,7 @@ def _commands() -> dict[str, Callable]:
         scale_study,
         shapes,
         suggest,
+        tokenizer,
     )
 
     return {
@@ -38,6 +39,7 @@ def _commands() -> dict[str, Callable]:
         "scale-study": scale_study.scale_study,
         "shapes": shapes.shapes,
         "suggest": suggest.suggest,
+        "tokenizer": tokenizer.tokenizer,
     }
 
 
