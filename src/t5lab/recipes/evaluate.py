@@ -30,11 +30,15 @@ def evaluate(
     limit: int | None = None,
     device: str = "auto",
     seed: int = 0,
+    data: list[str] | None = None,
+    noise_density: float = 0.15,
+    mean_span: float = 3.0,
 ) -> dict[str, dict[str, float]]:
     """Evaluate a model on a task split: batched generation, the task's metric, predictions and a summary.
 
     Args:
-        task: a task name (glue/sst2, squad, ...), several separated by commas, or a list.
+        task: a task name (glue/sst2, squad, ...), several separated by commas, or a list; or
+            span-corruption: held-out span-corruption loss, token accuracy and bits per byte on --data.
         model: a Hugging Face T5 checkpoint folder (with spiece.model) or a shape name (random weights;
             then give --tokenizer).
         tokenizer: a spiece.model file or its folder (default: the model folder's).
@@ -48,8 +52,20 @@ def evaluate(
         out: folder for predictions.jsonl and summary.md (default runs/evaluate/<task>).
         limit: score only the first this many examples of each task.
         device: auto, cpu, cuda or cuda:N.
-        seed: initialisation seed of a shape-name model.
+        seed: initialisation seed of a shape-name model (span-corruption: also the noise seed).
+        data: span-corruption: the text to score (files, globs or hf:NAME), every document once; inputs
+            of --max-input-length tokens.
+        noise_density: span-corruption: the share of tokens masked.
+        mean_span: span-corruption: the mean length of a masked span.
     """
+    if task == "span-corruption":  # a loss on raw text, not a task with splits and a metric
+        from t5lab.recipes.heldout import evaluate_span_corruption
+
+        result = evaluate_span_corruption(
+            model, data, tokenizer=tokenizer, inputs_length=max_input_length, noise_density=noise_density,
+            mean_noise_span_length=mean_span, seed=seed, batch_size=batch_size, device=device, out=out, limit=limit)
+        return {task: {"loss": result.loss, "token_accuracy": result.token_accuracy,
+                       "bits_per_byte": result.bits_per_byte}}
     # Imported here, not at the top, so that the CLI's other commands do not pay for torch.
     import torch
 
