@@ -65,6 +65,8 @@ def finetune(
     precision: Literal["auto", "fp32", "bf16"] = "auto",
     log_every: int = 10,
     progress: bool = True,
+    tensorboard: bool = False,
+    wandb: str | None = None,
 ) -> dict[str, Any]:
     """Fine-tune a model on a task (or a mixture) and keep the best checkpoint by the task's metric.
 
@@ -103,6 +105,8 @@ def finetune(
         precision: auto (bf16 autocast on GPUs and CPUs that compute bf16 natively, else fp32), fp32 or bf16.
         log_every: training rows in metrics.jsonl every this many steps.
         progress: show progress on stderr.
+        tensorboard: also write TensorBoard event files to OUT/tensorboard (pip install 't5lab[tensorboard]').
+        wandb: also log to this Weights & Biases project (pip install 't5lab[wandb]').
     """
     # Imported here, not at the top, so that the CLI's other commands do not pay for torch.
     from t5lab.data.seq2seq import FinetuneStream, encode_examples, eval_batches
@@ -118,7 +122,7 @@ def finetune(
         steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr or DEFAULT_LR[optimizer],
         optimizer=optimizer, schedule=schedule, warmup=warmup, final_lr=0.0, weight_decay=weight_decay,
         precision=precision, eval_every=eval_every, save_every=eval_every, log_every=log_every, seed=seed,
-        device=device, progress=progress,
+        device=device, progress=progress, tensorboard=tensorboard, wandb=wandb,
     )
     # Data first: a bad file fails in a second, before the model loads.
     raw = {t.name: (load_split(t, "train", root), load_split(t, "validation", root, eval_limit)) for t in tasks}

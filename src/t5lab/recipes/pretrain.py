@@ -47,6 +47,8 @@ def pretrain(
     dropout: float | None = None,
     resume: bool = False,
     progress: bool = True,
+    tensorboard: bool | None = None,
+    wandb: str | None = None,
 ) -> Path:
     """Pre-train a T5 model with span corruption and save it as a Hugging Face checkpoint.
 
@@ -83,6 +85,9 @@ def pretrain(
         dropout: dropout rate (overrides the recipe and the checkpoint's config).
         resume: continue the run in OUT from its latest checkpoint.
         progress: show progress (a bar on a terminal, a line per tenth of the run otherwise).
+        tensorboard: also write TensorBoard event files to OUT/tensorboard (pip install 't5lab[tensorboard]').
+        wandb: also log to this Weights & Biases project (pip install 't5lab[wandb]'; WANDB_MODE=offline
+            keeps the logs local).
     """
     out_dir = Path(out)
     plan = _resolve(recipe, out_dir, resume, dict(
@@ -91,7 +96,8 @@ def pretrain(
         data={"sources": [data] if isinstance(data, str) else data, "inputs_length": inputs_length, "seed": seed},
         train={"steps": steps, "batch_size": batch_size, "grad_accum": grad_accum, "lr": lr, "optimizer": optimizer,
                "eval_every": eval_every, "save_every": save_every, "log_every": log_every, "seed": seed,
-               "device": device, "precision": precision, "compile": compile, "progress": progress},
+               "device": device, "precision": precision, "compile": compile, "progress": progress,
+               "tensorboard": tensorboard, "wandb": wandb},
     ))
     _check_out(out_dir, resume)
     tok = load_tokenizer(plan.tokenizer, plan.model)

@@ -49,6 +49,7 @@ class TrainConfig:
         seed: seeds the model initialisation, dropout and the data order.
         device: 'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'.
         tensorboard: also write TensorBoard event files (needs the `tensorboard` package).
+        wandb: also log to this Weights & Biases project (needs the `wandb` package; None: off).
         progress: show a tqdm progress bar.
     """
 
@@ -74,6 +75,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     tensorboard: bool = False
+    wandb: str | None = None
     progress: bool = True
 
     def __post_init__(self) -> None:

@@ -19,7 +19,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -294,7 +294,8 @@ def train(
     last = min(config.steps, stop_after) if stop_after is not None else config.steps
     if loop["stopped"]:  # an early-stopped run stays stopped when resumed
         last = step
-    log = MetricsLog(out, tensorboard=config.tensorboard, resume_step=step if resumed_from else None)
+    log = MetricsLog(out, tensorboard=config.tensorboard, wandb=config.wandb, run_config=asdict(config),
+                     resume_step=step if resumed_from else None)
     forward = torch.compile(model) if config.compile else model
     params = [p for p in model.parameters() if p.requires_grad]
     progress = _Progress(config.progress, config.steps, step)
