@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import torch
 
@@ -95,7 +95,7 @@ def generate(
     if quantize:
         net = quantize_int8(net)
 
-    options = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=do_sample, temperature=temperature,
+    options: dict[str, Any] = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=do_sample, temperature=temperature,
                    top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
                    no_repeat_ngram_size=no_repeat_ngram_size)
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -201,7 +201,7 @@ def _pick_dtype(dtype: str, device: str) -> torch.dtype:
     return _DTYPES[dtype]
 
 
-def _load_tokenizer(model: str, tokenizer: str | None) -> Tokenizer:
+def _load_tokenizer(model: str | Path, tokenizer: str | None) -> Tokenizer:
     if tokenizer is not None:
         return Tokenizer.from_file(tokenizer)
     folder = resolve_checkpoint(model)
