@@ -84,3 +84,18 @@ def test_cli_generate_takes_a_hub_id(hub_cache, tiny_config, spiece_model, capsy
     assert main(["generate", "--model", "acme/missing", "--texts+", "Hello"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "acme/missing" in err and "Hugging Face cache" in err
+
+
+def test_pretrain_continues_from_a_hub_id(hub_cache, tiny_config, tmp_path):
+    """`t5lab pretrain --model org/name` continues from the cached checkpoint, with its own tokenizer."""
+    from t5lab.recipes.pretrain import pretrain
+
+    lines = [f"line {i} of a small corpus about rivers and stones" for i in range(200)]
+    tok = Tokenizer.train(lines, 40, tmp_path / "tok")
+    (tmp_path / "corpus.txt").write_text("\n".join(lines) + "\n")
+    model = build_model(tiny_config.replace(vocab_size=tok.vocab_size), seed=1)
+    _cache_repo(hub_cache, "acme/tiny-t5", lambda f: save_pretrained(model, f, tokenizer=tok))
+    final = pretrain(model="acme/tiny-t5", data=str(tmp_path / "corpus.txt"), out=str(tmp_path / "run"), steps=1,
+                     batch_size=2, inputs_length=16, eval_every=0, save_every=0, progress=False, precision="fp32")
+    assert load_pretrained(final).config.d_model == tiny_config.d_model
+    assert (final / "spiece.model").read_bytes() == (tmp_path / "tok" / "spiece.model").read_bytes()

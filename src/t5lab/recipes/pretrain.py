@@ -14,6 +14,7 @@ from t5lab.config import ModelConfig
 from t5lab.data.builtin_corpus import BUILTIN
 from t5lab.data.pretraining import PretrainingStream
 from t5lab.errors import T5LabError
+from t5lab.interop.hub import resolve_checkpoint
 from t5lab.model import T5, build_model
 from t5lab.recipes.recipe_files import PretrainRecipe, find_recipe, parse_recipe
 from t5lab.recipes.span_sample import held_out_text, span_fill_sample
@@ -151,8 +152,9 @@ def load_tokenizer(spec: str, model: str):
     from t5lab.data.tokenizer import Tokenizer
 
     if spec == BUILTIN:
-        if (Path(model) / "spiece.model").is_file():
-            return Tokenizer.from_file(Path(model))
+        folder = resolve_checkpoint(model)  # a checkpoint folder or hub id; None for a shape name
+        if folder is not None and (folder / "spiece.model").is_file():
+            return Tokenizer.from_file(folder)
         return default_tokenizer()
     path = Path(spec)
     if not path.exists():
@@ -162,7 +164,7 @@ def load_tokenizer(spec: str, model: str):
 
 def _build_model(recipe: PretrainRecipe, tokenizer_vocab: int) -> T5:
     overrides = dict(recipe.model_overrides)
-    path = Path(recipe.model)
+    path = resolve_checkpoint(recipe.model) or Path(recipe.model)
     if path.is_dir():
         from t5lab.interop.hf import load_pretrained
 
