@@ -7,6 +7,7 @@ import tempfile
 import pytest
 import torch
 
+from t5lab.config import ModelConfig
 from t5lab.errors import T5LabError
 from t5lab.generate import GenerationConfig, _penalise_repeats, generate
 from t5lab.interop.hf import save_pretrained
@@ -15,12 +16,15 @@ from t5lab.model import build_model
 VOCAB = 50
 
 
-@pytest.fixture
-def setup(tiny_config):
+@pytest.fixture(scope="module")
+def setup():
     """A random model at 3x the usual weight scale (so that it wanders instead of repeating one token), as many
-    encoder as decoder layers (so that transformers can run it), its transformers twin, and a padded batch."""
+    encoder as decoder layers (so that transformers can run it), its transformers twin, and a padded batch.
+    Module-scoped: every test only reads them."""
     transformers = pytest.importorskip("transformers")
-    config = tiny_config.replace(num_encoder_layers=3, vocab_size=VOCAB, init_scale=3.0)
+    config = ModelConfig(name="tiny-test", vocab_size=VOCAB, d_model=24, d_ff=37, d_kv=10, num_heads=3,
+                         num_encoder_layers=3, num_decoder_layers=3, relative_attention_num_buckets=8,
+                         relative_attention_max_distance=20, dropout=0.0, init_scale=3.0)
     model = build_model(config, seed=0).eval()
     with tempfile.TemporaryDirectory() as tmp:
         save_pretrained(model, tmp)

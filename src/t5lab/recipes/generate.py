@@ -95,9 +95,10 @@ def generate(
     if quantize:
         net = quantize_int8(net)
 
-    options: dict[str, Any] = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=do_sample, temperature=temperature,
-                   top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
-                   no_repeat_ngram_size=no_repeat_ngram_size)
+    options: dict[str, Any] = dict(
+        max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=do_sample, temperature=temperature,
+        top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
+    )
     generator = torch.Generator(device=device).manual_seed(seed)
     if stream:
         for text in texts:
@@ -107,7 +108,7 @@ def generate(
             out = generate_ids(net, ids, generator=generator, streamer=printer, **options)
             print()
             if _SENTINEL.search(text):  # the filled-in text needs the whole output
-                print("\n".join(format_result(text, out[0].tolist(), tok).splitlines()[1:2]))
+                print(format_result(text, out[0].tolist(), tok).splitlines()[1])
         return
     encoded = tok.encode_batch(texts)
     ids = torch.full((len(texts), max(map(len, encoded))), tok.pad_id, dtype=torch.long)
