@@ -32,6 +32,7 @@ COMMANDS = {
     "scale-study": "t5lab.recipes.scale_study:scale_study",
     "shapes": "t5lab.recipes.shapes:shapes",
     "suggest": "t5lab.recipes.suggest:suggest",
+    "tokenizer": "t5lab.recipes.tokenizer:tokenizer",
 }
 
 
@@ -104,7 +105,7 @@ def _shell_style(argv: list[str], commands: dict[str, Callable]) -> list[str]:
             elif arg not in ("--help", "--print_config") and i + 1 < len(rest):
                 out.append(rest[i + 1])
                 i += 1
-        elif words and not arg.startswith("-"):
+        elif words and (arg == "-" or not arg.startswith("-")):  # "-": standard input, for `generate`
             bare.append(arg)
         else:
             if not arg.startswith("-"):

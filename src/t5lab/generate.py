@@ -16,6 +16,7 @@ import copy
 import dataclasses
 import warnings
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -37,6 +38,10 @@ class GenerationConfig:
     """How to pick tokens. Defaults are transformers' (greedy, `early_stopping=False`).
 
     `min_new_tokens` forbids EOS before that many tokens; `eos_token_id` None means the model config's.
+    `repetition_penalty` (> 1 discourages) divides a positive score and multiplies a negative one of every
+    token already in the decoder sequence (the start token included), and `no_repeat_ngram_size` n (0: off)
+    forbids any token that would repeat an n-gram of that sequence: both as transformers names and computes
+    them, applied to the logits (greedy, sampling) or log-probabilities (beam search) before the EOS floor.
     Sampling applies temperature, then top-k (0: off), then top-p (1.0: off), as transformers does.
     Beam search with `do_sample` samples the candidates instead of taking the best ones (beam sampling).
     """
@@ -57,6 +62,8 @@ class GenerationConfig:
     # CUDA: a static KV cache whose steps after the first replay one captured CUDA graph (greedy and sampling of
     # dense models; anything else decodes eagerly). Opt-in until measured on a GPU (t5lab.kernels.decoding_capture).
     cuda_graph: bool = False
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
 
     def __post_init__(self) -> None:
         need = field_checker(self, "generation option")
@@ -69,6 +76,8 @@ class GenerationConfig:
         need(0 < self.top_p <= 1, "top_p", "a probability in (0, 1]")
         need(self.early_stopping in (True, False, "never"), "early_stopping", "True, False or 'never'")
         need(self.max_input_length >= 1, "max_input_length", "at least 1 token")
+        need(self.repetition_penalty > 0, "repetition_penalty", "a positive number (1.0: off)")
+        need(self.no_repeat_ngram_size >= 0, "no_repeat_ngram_size", "0 (off) or a positive n-gram length")
         if self.num_beams > 1:
             need(1 <= self.num_return_sequences <= self.num_beams, "num_return_sequences",
                  f"between 1 and num_beams={self.num_beams}")
@@ -86,6 +95,7 @@ def generate(
     *,
     config: GenerationConfig | None = None,
     generator: torch.Generator | None = None,
+    streamer: Callable[[torch.Tensor], None] | None = None,
     **options: Any,
 ) -> torch.Tensor:
     """Generate decoder tokens for a batch of (padded) inputs.
@@ -97,6 +107,8 @@ def generate(
         config: a `GenerationConfig`; keyword `options` override its fields
             (`max_new_tokens=32, num_beams=4, ...`).
         generator: random source for sampling (seed it for reproducible samples).
+        streamer: called after every step of greedy decoding or sampling with that step's tokens [B]
+            (`pad_token_id` for rows already finished), e.g. to print text as it is produced.
 
     Returns:
         [B * R, T] token ids without the decoder start token, T <= max_new_tokens; after a row's EOS the
@@ -110,6 +122,8 @@ def generate(
     _check_inputs(model, input_ids, attention_mask, config)
     if config.eos_token_id is None:
         config = dataclasses.replace(config, eos_token_id=model.config.eos_token_id)
+    if streamer is not None and config.num_beams > 1:
+        raise T5LabError("generate: a streamer needs greedy decoding or sampling (beams change earlier tokens)")
     if attention_mask is not None and bool(attention_mask.all()):
         attention_mask = None  # no padding: skip adding a zero mask in every attention layer at every step
     hidden_BSD, _ = model.encode(input_ids, attention_mask)
@@ -124,7 +138,7 @@ def generate(
         steps = DecoderSteps(model, hidden_BSD, attention_mask, config.max_new_tokens)
     if config.num_beams > 1:
         return _beam_search(steps, config, generator)
-    return _greedy_or_sample(steps, config, generator)
+    return _greedy_or_sample(steps, config, generator, streamer)
 
 
 def _check_inputs(
@@ -257,14 +271,40 @@ def _filter_logits(logits_BV: torch.Tensor, config: GenerationConfig) -> torch.T
     return logits_BV
 
 
-def _greedy_or_sample(steps: DecoderSteps, config: GenerationConfig, generator: torch.Generator | None) -> torch.Tensor:
+def _penalise_repeats(scores_RV: torch.Tensor, history_RL: torch.Tensor, config: GenerationConfig) -> torch.Tensor:
+    """transformers' RepetitionPenaltyLogitsProcessor then NoRepeatNGramLogitsProcessor, for rows whose decoder
+    sequences so far (start token first) are `history_RL`."""
+    if config.repetition_penalty != 1.0:
+        seen_RV = torch.zeros_like(scores_RV, dtype=torch.bool).scatter_(1, history_RL, True)
+        penalised_RV = torch.where(scores_RV < 0, scores_RV * config.repetition_penalty,
+                                   scores_RV / config.repetition_penalty)
+        scores_RV = torch.where(seen_RV, penalised_RV, scores_RV)
+    n, L = config.no_repeat_ngram_size, history_RL.shape[1]
+    if n > 0 and n <= L:
+        grams_RGn = history_RL.unfold(1, n, 1)  # every n-gram so far
+        # An n-gram whose first n-1 tokens are the last n-1 of the sequence bans its last token.
+        repeats_RG = (grams_RGn[:, :, :-1] == history_RL[:, None, L - n + 1 :]).all(-1)
+        banned_RV = torch.zeros_like(scores_RV).scatter_add_(1, grams_RGn[:, :, -1], repeats_RG.to(scores_RV.dtype))
+        scores_RV = scores_RV.masked_fill(banned_RV > 0, -float("inf"))
+    return scores_RV
+
+
+def _greedy_or_sample(
+    steps: DecoderSteps,
+    config: GenerationConfig,
+    generator: torch.Generator | None,
+    streamer: Callable[[torch.Tensor], None] | None = None,
+) -> torch.Tensor:
     B = steps.hidden_BSD.shape[0]
     eos = config.eos_token_id
     out_BT = torch.full((B, config.max_new_tokens), steps.pad_id, dtype=torch.long, device=steps.hidden_BSD.device)
     finished_B = torch.zeros(B, dtype=torch.bool, device=out_BT.device)
     tokens_B = steps.start_tokens(B)
+    penalise = config.repetition_penalty != 1.0 or config.no_repeat_ngram_size > 0
     for t in range(config.max_new_tokens):
         logits_BV = steps(tokens_B)
+        if penalise:
+            logits_BV = _penalise_repeats(logits_BV, torch.cat([steps.start_tokens(B)[:, None], out_BT[:, :t]], 1), config)
         if t < config.min_new_tokens:
             logits_BV[:, eos] = -float("inf")
         if config.do_sample:
@@ -274,6 +314,8 @@ def _greedy_or_sample(steps: DecoderSteps, config: GenerationConfig, generator: 
             tokens_B = logits_BV.argmax(-1)
         tokens_B = tokens_B.masked_fill(finished_B, steps.pad_id)
         out_BT[:, t] = tokens_B
+        if streamer is not None:
+            streamer(tokens_B)
         finished_B |= tokens_B == eos
         if t >= config.min_new_tokens and bool(finished_B.all()):  # the one host sync per step
             return out_BT[:, : t + 1]
@@ -309,8 +351,12 @@ def _beam_search(steps: DecoderSteps, config: GenerationConfig, generator: torch
     first_n_2N = torch.arange(2 * N, device=device) < N
     row_offset_B1 = torch.arange(B, device=device)[:, None] * N
     tokens = steps.start_tokens(B * N)
+    penalise = config.repetition_penalty != 1.0 or config.no_repeat_ngram_size > 0
     for t in range(M):
         log_probs = F.log_softmax(steps(tokens), dim=-1)
+        if penalise:
+            history = torch.cat([steps.start_tokens(B * N)[:, None], running_BNT[:, :, :t].reshape(B * N, t)], 1)
+            log_probs = _penalise_repeats(log_probs, history, config)
         if t < config.min_new_tokens:
             log_probs[:, eos] = -float("inf")
         if config.do_sample:

@@ -60,6 +60,7 @@ from t5lab.files import (
     replace_dir_atomic,
 )
 from t5lab.interop.hf_config import from_hf, to_hf
+from t5lab.interop.hub import resolve_checkpoint
 from t5lab.kernels import set_attention
 from t5lab.model import T5, build_model
 from t5lab.shapes import from_name
@@ -317,12 +318,13 @@ def load_pretrained(
 ) -> T5:
     """A t5lab model from a transformers T5 checkpoint folder (config.json + safetensors, sharded safetensors
     or pytorch_model.bin), in eval mode like `from_pretrained`. `dtype` None gives torch's default float
-    dtype (fp32), whatever the checkpoint stores.
+    dtype (fp32), whatever the checkpoint stores. `path` may also be a hub id (`google/t5-v1_1-base`), read
+    through huggingface_hub's cache (`interop.hub`).
     """
-    folder = Path(path)
     _check_device(device)
-    if not folder.is_dir():
-        raise T5LabError(f"{folder}: no such folder (expected a Hugging Face checkpoint folder)")
+    folder = resolve_checkpoint(path)
+    if folder is None:
+        raise T5LabError(f"{path}: no such folder (expected a Hugging Face checkpoint folder or an org/name hub id)")
     config = from_hf(folder)  # decides the rescale, hence tying (see the module docstring)
     tensors, origin, weights_file = _read_weights(folder)
     for name in IGNORED_HF_KEYS:
@@ -454,16 +456,16 @@ def load_model(
     attention: str = "eager",
 ) -> T5:
     """A checkpoint folder (`load_pretrained`) or a registered shape name (random init with `seed`), in
-    eval mode either way. t5lab never downloads: a hub id such as `google/t5-v1_1-base` must be a local
-    folder, and is not silently taken for its shape's random initialisation."""
+    eval mode either way. A hub id such as `google/t5-v1_1-base` is read through huggingface_hub's cache
+    (`interop.hub`), never silently taken for its shape's random initialisation."""
     _check_device(device)
-    path = Path(name_or_path)
-    if path.is_dir():
-        return load_pretrained(path, device=device, dtype=dtype, attention=attention)
+    folder = resolve_checkpoint(name_or_path)
+    if folder is not None:
+        return load_pretrained(folder, device=device, dtype=dtype, attention=attention)
     text = str(name_or_path)
     if "/" in text or os.sep in text:
         raise T5LabError(
-            f"{text}: no such checkpoint folder (t5lab does not download; a bare shape name such as "
+            f"{text}: no such checkpoint folder (a hub id is org/name; a bare shape name such as "
             "'t5-efficient-tiny' gives a randomly initialised model)"
         )
     try:

@@ -29,12 +29,16 @@ def evaluate(
     limit: int | None = None,
     device: str = "auto",
     seed: int = 0,
+    data: list[str] | None = None,
+    noise_density: float = 0.15,
+    mean_span: float = 3.0,
     **generation: Unpack[GenerationOptions],
 ) -> dict[str, dict[str, float]]:
     """Evaluate a model on a task split: batched generation, the task's metric, predictions and a summary.
 
     Args:
-        task: a task name (glue/sst2, squad, ...), several separated by commas, or a list.
+        task: a task name (glue/sst2, squad, ...), several separated by commas, or a list; or
+            span-corruption: held-out span-corruption loss, token accuracy and bits per byte on --data.
         model: a Hugging Face T5 checkpoint folder (with spiece.model) or a shape name (random weights;
             then give --tokenizer).
         tokenizer: a spiece.model file or its folder (default: the model folder's).
@@ -44,9 +48,24 @@ def evaluate(
         out: folder for predictions.jsonl and summary.md (default runs/evaluate/<task>).
         limit: score only the first this many examples of each task.
         device: auto, cpu, cuda or cuda:N.
-        seed: initialisation seed of a shape-name model.
+        seed: initialisation seed of a shape-name model (span-corruption: also the noise seed).
+        data: span-corruption: the text to score (files, globs or hf:NAME), every document once; inputs
+            of --max-input-length tokens.
+        noise_density: span-corruption: the share of tokens masked.
+        mean_span: span-corruption: the mean length of a masked span.
         generation: see `GenerationOptions` (num_beams, max_new_tokens, max_input_length, max_target_length).
     """
+    options = with_defaults(generation)
+    num_beams, max_new_tokens = options["num_beams"], options["max_new_tokens"]
+    max_input_length, max_target_length = options["max_input_length"], options["max_target_length"]
+    if task == "span-corruption":  # a loss on raw text, not a task with splits and a metric
+        from t5lab.recipes.heldout import evaluate_span_corruption
+
+        result = evaluate_span_corruption(
+            model, data, tokenizer=tokenizer, inputs_length=max_input_length, noise_density=noise_density,
+            mean_noise_span_length=mean_span, seed=seed, batch_size=batch_size, device=device, out=out, limit=limit)
+        return {task: {"loss": result.loss, "token_accuracy": result.token_accuracy,
+                       "bits_per_byte": result.bits_per_byte}}
     # Imported here, not at the top, so that the CLI's other commands do not pay for torch.
     import torch
 
@@ -56,9 +75,6 @@ def evaluate(
     from t5lab.predict import default_max_new_tokens, evaluate_task
     from t5lab.recipes.sources import load_split, resolve_data_dir, resolve_model, resolve_tasks
 
-    options = with_defaults(generation)
-    num_beams, max_new_tokens = options["num_beams"], options["max_new_tokens"]
-    max_input_length, max_target_length = options["max_input_length"], options["max_target_length"]
     tasks = resolve_tasks(task)
     out_dir = Path(out) if out else Path("runs/evaluate") / "+".join(t.name.replace("/", "-") for t in tasks)
     if out_dir.exists() and not out_dir.is_dir():

@@ -62,6 +62,8 @@ def finetune(
     lora_dropout: float = 0.0,
     lora_targets: str = "q,v",
     lora_merge: bool = False,
+    tensorboard: bool = False,
+    wandb: str | None = None,
     **generation: Unpack[GenerationOptions],
 ) -> dict[str, Any]:
     """Fine-tune a model on a task (or a mixture) and keep the best checkpoint by the task's metric.
@@ -105,6 +107,8 @@ def finetune(
         lora_dropout: dropout on the adapters' input.
         lora_targets: comma-separated projections to adapt: q,k,v,o (attention), wi,wi_0,wi_1,wo (feed-forward).
         lora_merge: also write best/merged/, a plain checkpoint folder with the adapters merged into the weights.
+        tensorboard: also write TensorBoard event files to OUT/tensorboard (pip install 't5lab[tensorboard]').
+        wandb: also log to this Weights & Biases project (pip install 't5lab[wandb]').
         generation: see `GenerationOptions` (num_beams, max_new_tokens, max_input_length, max_target_length).
     """
     # Imported here, not at the top, so that the CLI's other commands do not pay for torch.
@@ -130,7 +134,7 @@ def finetune(
         steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr or DEFAULT_LR[optimizer],
         optimizer=optimizer, schedule=schedule, warmup=warmup, final_lr=0.0, weight_decay=weight_decay,
         precision=precision, eval_every=eval_every, save_every=eval_every, log_every=log_every, seed=seed,
-        device=device, progress=progress,
+        device=device, progress=progress, tensorboard=tensorboard, wandb=wandb,
     )
     # Data first: a bad file fails in a second, before the model loads.
     raw = {t.name: (load_split(t, "train", root), load_split(t, "validation", root, eval_limit)) for t in tasks}

@@ -41,6 +41,8 @@ def pretrain(
     dropout: float | None = None,
     resume: bool = False,
     progress: bool = True,
+    tensorboard: bool | None = None,
+    wandb: str | None = None,
 ) -> Path:
     """Pre-train a T5 model with span corruption and save it as a Hugging Face checkpoint.
 
@@ -84,6 +86,9 @@ def pretrain(
             non-finite one is reported and skipped). A folder whose run stopped before its first checkpoint
             starts afresh, with or without --resume. OUT is locked while a run uses it.
         progress: show progress (a bar on a terminal, a line per tenth of the run otherwise).
+        tensorboard: also write TensorBoard event files to OUT/tensorboard (pip install 't5lab[tensorboard]').
+        wandb: also log to this Weights & Biases project (pip install 't5lab[wandb]'; WANDB_MODE=offline
+            keeps the logs local).
     """
     from t5lab.data.pretraining import PretrainingStream
     from t5lab.device import resolve_device
@@ -110,7 +115,8 @@ def pretrain(
         train={"steps": steps, "batch_size": batch_size, "grad_accum": grad_accum, "lr": lr, "optimizer": optimizer,
                "eval_every": eval_every, "save_every": save_every, "log_every": log_every, "seed": seed,
                "device": device, "precision": precision, "compile": compile, "progress": progress,
-               "parallel": parallel, "activation_checkpointing": activation_checkpointing},
+               "parallel": parallel, "activation_checkpointing": activation_checkpointing,
+               "tensorboard": tensorboard, "wandb": wandb},
     ))
     _check_is_folder(out_dir)
     ranks = world()

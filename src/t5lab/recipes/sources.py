@@ -18,6 +18,7 @@ from t5lab.data.tasks import Example, Task, get_task
 from t5lab.data.tokenizer import SPIECE_FILE, Tokenizer
 from t5lab.errors import T5LabError
 from t5lab.interop.hf import load_model, load_pretrained
+from t5lab.interop.hub import resolve_checkpoint
 from t5lab.model import T5, build_model
 from t5lab.recipes.recipe_files import PretrainRecipe
 from t5lab.shapes import from_name
@@ -82,8 +83,8 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
 
 
 def model_tokenizer(model: str | Path, tokenizer: str | Path | None) -> Tokenizer:
-    """`tokenizer` when given, else the checkpoint folder's own spiece.model (a shape name has none)."""
-    folder = Path(model)
+    """`tokenizer` when given, else the checkpoint folder's (or hub id's) own spiece.model (a shape name has none)."""
+    folder = resolve_checkpoint(model) or Path(model)
     if tokenizer is None and folder.is_dir():
         if not (folder / SPIECE_FILE).is_file():
             raise T5LabError(f"{folder}: has no {SPIECE_FILE}; give the tokenizer with --tokenizer PATH")
@@ -100,8 +101,9 @@ def pretraining_tokenizer(spec: str, model: str) -> Tokenizer:
     """A pre-training recipe's tokenizer: 'builtin' (a checkpoint folder's own spiece.model wins over it)
     or a spiece.model file or folder."""
     if spec == BUILTIN:
-        if (Path(model) / SPIECE_FILE).is_file():
-            return load_tokenizer(model)
+        folder = resolve_checkpoint(model)  # a checkpoint folder or hub id; None for a shape name
+        if folder is not None and (folder / SPIECE_FILE).is_file():
+            return load_tokenizer(folder)
         return default_tokenizer()
     return load_tokenizer(spec)
 
@@ -110,7 +112,7 @@ def pretraining_model(recipe: PretrainRecipe, tokenizer_vocab: int) -> T5:
     """A pre-training recipe's model: a checkpoint folder (only its dropout may change) or a named shape,
     randomly initialised with its vocabulary sized to the tokenizer."""
     overrides = dict(recipe.model_overrides)
-    path = Path(recipe.model)
+    path = resolve_checkpoint(recipe.model) or Path(recipe.model)
     if path.is_dir():
         net = load_pretrained(path)
         changed = sorted(k for k, v in overrides.items() if k != "dropout" and getattr(net.config, k) != v)
@@ -135,14 +137,10 @@ def pretraining_model(recipe: PretrainRecipe, tokenizer_vocab: int) -> T5:
 
 
 def resolve_model(model: str | Path, tokenizer: str | Path | None, seed: int = 0) -> tuple[T5, Tokenizer]:
-    """The model (checkpoint folder or shape name) and its tokenizer; their vocabularies must agree."""
+    """The model (checkpoint folder, hub id or shape name) and its tokenizer; their vocabularies must agree."""
     tok = model_tokenizer(model, tokenizer)
     net = load_model(model, seed=seed)
-    if tok.vocab_size > net.config.vocab_size:
-        raise T5LabError(
-            f"{tokenizer}: the tokenizer has {tok.vocab_size} ids but the model's vocabulary is "
-            f"{net.config.vocab_size}: they do not belong together"
-        )
+    tok.check_fits(net.config.vocab_size, str(model))
     return net, tok
 
 

@@ -59,6 +59,7 @@ class TrainConfig:
             gradients and optimiser state sharded per T5 block).
         activation_checkpointing: recompute each T5 block's activations in the backward pass (less memory).
         tensorboard: also write TensorBoard event files (needs the `tensorboard` package).
+        wandb: also log to this Weights & Biases project (needs the `wandb` package; None: off).
         progress: show a tqdm progress bar.
     """
 
@@ -87,6 +88,7 @@ class TrainConfig:
     parallel: Parallel = "ddp"
     activation_checkpointing: bool = False
     tensorboard: bool = False
+    wandb: str | None = None
     progress: bool = True
 
     def __post_init__(self) -> None:

@@ -15,6 +15,7 @@ training RNG. On CPU a resumed run therefore logs the same losses as an uninterr
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -131,7 +132,8 @@ class _Run:
         self.params = [p for p in model.parameters() if p.requires_grad]
         distributed.barrier()  # every rank has checked the run folder before rank 0 writes to it
         self.report = Reporter(out, enabled=ranks.is_main, tensorboard=config.tensorboard, progress=config.progress,
-                               total=config.steps, step=self.state.step, resumed=self.resumed_from is not None)
+                               total=config.steps, step=self.state.step, resumed=self.resumed_from is not None,
+                               wandb=config.wandb, run_config=dataclasses.asdict(config))
         for note in describe_run(config, self.ranks.size, self.device, self.dtype, self.machine_dtype,
                                  self.resumed_from, self.state.step):
             self.report.note(note)

@@ -1,10 +1,15 @@
-"""What a training run reports: `metrics.jsonl` rows, optional TensorBoard events, a loss-curve PNG.
+"""What a training run reports: `metrics.jsonl` rows, optional TensorBoard events or Weights & Biases logs,
+a loss-curve PNG.
 
 `metrics.jsonl` holds one JSON object per logged step: training rows carry `step`, `loss`, `lr`,
 `grad_norm`, `tokens_per_s` (encoder input tokens per second of wall time) and any router statistics
 (`router/<name>`); evaluation rows carry `step`, `split: "eval"`, `eval_loss` and `eval_accuracy`.
 Every row is flushed as it is written, so a killed run keeps everything it logged; a resumed run first
 drops the rows logged after the checkpoint it resumes from, so the file reads as one uninterrupted run.
+
+TensorBoard and W&B receive the same numeric fields, as `train/<field>` or `eval/<field>` at the row's
+step. A W&B run's id is kept in OUT/wandb-run-id, so a resumed training run continues the same W&B run
+(`WANDB_MODE=offline` keeps it on disk, under OUT/wandb, for `wandb sync` later).
 """
 
 from __future__ import annotations
@@ -69,7 +74,15 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 class MetricsLog:
     """Appends rows to `metrics.jsonl` (and TensorBoard when asked); draws the loss curve on demand."""
 
-    def __init__(self, out: str | Path, *, tensorboard: bool = False, resume_step: int | None = None) -> None:
+    def __init__(
+        self,
+        out: str | Path,
+        *,
+        tensorboard: bool = False,
+        wandb: str | None = None,
+        run_config: dict[str, Any] | None = None,
+        resume_step: int | None = None,
+    ) -> None:
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.path = self.out / "metrics.jsonl"
@@ -88,15 +101,22 @@ class MetricsLog:
 
                 raise T5LabError("tensorboard=true needs the tensorboard package (pip install 't5lab[tensorboard]')") from None
             self._writer = SummaryWriter(str(self.out / "tensorboard"))
+        self._wandb = _start_wandb(wandb, self.out, run_config, resumed=resume_step is not None) if wandb else None
 
     def write(self, row: dict[str, Any]) -> None:
         self._file.write(json.dumps(row) + "\n")
         self._file.flush()
+        if self._writer is None and self._wandb is None:
+            return
+        prefix = "eval" if row.get("split") == "eval" else "train"
+        scalars = {f"{prefix}/{key}": value for key, value in row.items()
+                   if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "step"
+                   and math.isfinite(value)}
         if self._writer is not None:
-            prefix = "eval" if row.get("split") == "eval" else "train"
-            for key, value in row.items():
-                if isinstance(value, (int, float)) and key != "step" and math.isfinite(value):
-                    self._writer.add_scalar(f"{prefix}/{key}", value, row["step"])
+            for key, value in scalars.items():
+                self._writer.add_scalar(key, value, row["step"])
+        if self._wandb is not None:
+            self._wandb.log(scalars, step=row["step"])
 
     def plot(self, path: str | Path | None = None) -> Path:
         """Training (and evaluation) loss against step, as a PNG (written atomically)."""
@@ -123,3 +143,20 @@ class MetricsLog:
         self._file.close()
         if self._writer is not None:
             self._writer.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+
+
+def _start_wandb(project: str, out: Path, run_config: dict[str, Any] | None, resumed: bool) -> Any:
+    """A W&B run logging into `project`, under OUT/wandb; a resumed training run continues its W&B run."""
+    try:
+        import wandb
+    except ImportError:
+        from t5lab.errors import T5LabError
+
+        raise T5LabError(f"--wandb {project}: needs the wandb package (pip install 't5lab[wandb]')") from None
+    id_file = out / "wandb-run-id"
+    run_id = id_file.read_text().strip() if resumed and id_file.is_file() else wandb.util.generate_id()
+    write_atomic(id_file, run_id.encode())
+    return wandb.init(project=project, dir=str(out), id=run_id, resume="allow", config=run_config or {},
+                      name=out.name)

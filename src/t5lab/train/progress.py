@@ -133,9 +133,12 @@ class Reporter:
     ranks every call does nothing, so the loop reads the same on all of them."""
 
     def __init__(self, out: Path, *, enabled: bool, tensorboard: bool, progress: bool, total: int,
-                 step: int, resumed: bool) -> None:
+                 step: int, resumed: bool, wandb: str | None = None, run_config: dict[str, Any] | None = None) -> None:
         self.path = out / "metrics.jsonl"
-        self.log = MetricsLog(out, tensorboard=tensorboard, resume_step=step if resumed else None) if enabled else None
+        self.log = None
+        if enabled:
+            self.log = MetricsLog(out, tensorboard=tensorboard, wandb=wandb, run_config=run_config,
+                                  resume_step=step if resumed else None)
         self.progress = Progress(progress and enabled, total, step)
 
     def row(self, row: dict[str, Any]) -> None:
