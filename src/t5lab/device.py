@@ -134,3 +134,11 @@ def free_memory(device: torch.device) -> int | None:
         except OSError:
             return None
     return None
+
+
+def check_free_memory(need: int, device: torch.device, what: str) -> None:
+    """Refuse up front (one line naming both numbers) what needs more bytes than `device` has free."""
+    available = free_memory(device)
+    if available is not None and need > available:
+        raise T5LabError(f"{what} need {need:,} bytes ({need / 2**30:,.1f} GiB), more than the {available:,} "
+                         f"bytes ({available / 2**30:,.1f} GiB) available on {device}")

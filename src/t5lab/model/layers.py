@@ -122,3 +122,12 @@ class FeedForward(nn.Module):
         else:
             h_BTF = self.act(self.wi(x_BTD))
         return self.wo(self.dropout(h_BTF)), None
+
+
+def clamp_fp16(x: torch.Tensor) -> torch.Tensor:
+    """In fp16, keep hidden states finite: T5's feed-forward outputs can exceed fp16's range (65,504) in
+    trained checkpoints, and one inf turns the next norm into NaN. transformers clamps the same way."""
+    if x.dtype != torch.float16:
+        return x
+    limit = torch.finfo(torch.float16).max - 1000
+    return x.clamp(-limit, limit)

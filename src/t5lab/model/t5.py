@@ -18,10 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from t5lab.config import ModelConfig
-from t5lab.device import free_memory
+from t5lab.device import check_free_memory
 from t5lab.errors import T5LabError
 from t5lab.model.attention import Attention, AttentionBias, KVCache, bias_dtype
-from t5lab.model.layers import FeedForward, RelativePositionBias, RMSNorm
+from t5lab.model.layers import FeedForward, RelativePositionBias, RMSNorm, clamp_fp16
 
 # output_loss(hidden_ND, weight_VD or None, labels_N) -> mean token loss, or None where it does not apply.
 OutputLoss = Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor], torch.Tensor | None]
@@ -39,15 +39,6 @@ class Seq2SeqOutput:
     loss: torch.Tensor | None = None
     encoder_hidden: torch.Tensor | None = None
     router: list[Any] = field(default_factory=list)  # per sparse layer, for Switch models
-
-
-def clamp_fp16(x: torch.Tensor) -> torch.Tensor:
-    """In fp16, keep hidden states finite: T5's feed-forward outputs can exceed fp16's range (65,504) in
-    trained checkpoints, and one inf turns the next norm into NaN. transformers clamps the same way."""
-    if x.dtype != torch.float16:
-        return x
-    limit = torch.finfo(torch.float16).max - 1000
-    return x.clamp(-limit, limit)
 
 
 class Block(nn.Module):
@@ -286,8 +277,11 @@ def build_model(
         from t5lab.model.moe import feed_forward_factory
 
         factory = feed_forward_factory(config)
-    if torch.device(device or "cpu").type != "meta":
-        _check_fits_in_memory(config, factory, torch.device(device or "cpu"), dtype or torch.get_default_dtype())
+    target, dtype_ = torch.device(device or "cpu"), dtype or torch.get_default_dtype()
+    if target.type != "meta":  # parameters counted on the meta device: a terabyte shape is refused, not tried
+        with torch.device("meta"):
+            need = sum(p.numel() for p in T5(config, factory).parameters()) * dtype_.itemsize
+        check_free_memory(need, target, f"model '{config.name}': its parameters in {str(dtype_)[6:]}")
     with torch.device(device or "cpu"):
         model = T5(config, factory)
     if init and torch.device(device or "cpu").type != "meta":
@@ -299,14 +293,3 @@ def build_model(
         model.to(dtype)
     return model
 
-
-def _check_fits_in_memory(config: ModelConfig, factory: Any, device: torch.device, dtype: torch.dtype) -> None:
-    """Refuse up front a model whose parameters alone exceed the device's free memory, naming both, instead
-    of letting the allocator try for (say) a terabyte. Counted on the meta device: no memory is used."""
-    with torch.device("meta"):
-        need = sum(p.numel() for p in T5(config, factory).parameters()) * dtype.itemsize
-    available = free_memory(device)
-    if available is not None and need > available:
-        raise T5LabError(f"model '{config.name}': its parameters need {need:,} bytes ({need / 2**30:,.1f} GiB) "
-                         f"in {str(dtype).removeprefix('torch.')}, more than the {available:,} bytes "
-                         f"({available / 2**30:,.1f} GiB) available on {device}")
