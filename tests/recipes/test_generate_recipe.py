@@ -74,3 +74,12 @@ def test_spans_fill_their_sentinels(spiece_model):
     text = format_result("The <extra_id_0> walks in <extra_id_1> park <extra_id_5>", out, tok)
     assert text.splitlines()[1] == "  The [cute dog] walks in [the] park [?]"
     assert "<extra_id_0>" in text.splitlines()[2] and "</s>" not in text
+
+
+
+def test_an_input_longer_than_max_input_length_is_refused_naming_the_limit(tmp_path, spiece_model, tiny_config):
+    folder = tmp_path / "m"
+    save_pretrained(build_model(tiny_config.replace(vocab_size=32128), seed=0), folder)
+    with pytest.raises(T5LabError, match="max_input_length=4"):
+        generate(["one two three four five six seven"], model=str(folder), tokenizer=str(spiece_model),
+                 max_input_length=4, device="cpu")

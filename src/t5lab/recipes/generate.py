@@ -41,6 +41,7 @@ def generate(
     stream: bool = False,
     repetition_penalty: float = 1.0,
     no_repeat_ngram_size: int = 0,
+    max_input_length: int = 4096,
 ) -> None:
     """Generate text for each input (arguments, lines of --prompts FILE, or of standard input for `-` or when
     nothing else is given).
@@ -65,6 +66,7 @@ def generate(
         stream: print each output token by token as it is produced (one input at a time; not with beams).
         repetition_penalty: > 1 discourages tokens already generated (transformers' definition; 1.0: off).
         no_repeat_ngram_size: never repeat an n-gram of this length in the output (0: off).
+        max_input_length: longest input in tokens; a longer one is refused (never silently truncated).
     """
     import torch
 
@@ -101,6 +103,7 @@ def generate(
     options: dict[str, Any] = dict(
         max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=do_sample, temperature=temperature,
         top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
+        max_input_length=max_input_length,
     )
     generator = torch.Generator(device=device).manual_seed(seed)
     if stream:
