@@ -348,3 +348,21 @@ def test_resave_replaces_weights_and_keeps_other_files(tmp_path, tiny_config):
     assert names == ["config.json", "generation_config.json", "model.safetensors", "notes.txt"]
     assert load_pretrained(tmp_path / "ckpt").config.d_ff == 41
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_sharded_save_is_what_transformers_loads(tmp_path, tiny_config):
+    from transformers import T5ForConditionalGeneration
+
+    model = build_model(tiny_config, seed=3).eval()
+    folder = save_pretrained(model, tmp_path / "ckpt", max_shard_size=20_000)
+    shards = sorted(p.name for p in folder.glob("model-*-of-*.safetensors"))
+    assert len(shards) > 1 and not (folder / "model.safetensors").exists()
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"].values()) == set(shards)
+    ids = torch.randint(2, tiny_config.vocab_size, (2, 9))
+    ours = model(ids, decoder_input_ids=ids[:, :5]).logits
+    theirs = T5ForConditionalGeneration.from_pretrained(folder).eval()(input_ids=ids, decoder_input_ids=ids[:, :5]).logits
+    torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(load_pretrained(folder)(ids, decoder_input_ids=ids[:, :5]).logits, ours)
+    with pytest.raises(T5LabError, match="max_shard_size=0"):
+        save_pretrained(model, tmp_path / "bad", max_shard_size=0)

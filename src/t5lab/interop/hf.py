@@ -226,9 +226,12 @@ def to_hf_state_dict(model: T5) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_pretrained(model: T5, path: str | Path, tokenizer: Any = None) -> Path:
+def save_pretrained(model: T5, path: str | Path, tokenizer: Any = None, max_shard_size: int | None = None) -> Path:
     """Write a transformers checkpoint folder: config.json, model.safetensors, generation_config.json, and
     the tokenizer's files when one is given (anything with a `save(folder)` method).
+
+    With `max_shard_size` (bytes), weights larger than that are split as transformers splits them:
+    model-00001-of-0000N.safetensors ... and model.safetensors.index.json mapping each tensor to its file.
 
     The folder is written beside `path` and swapped in only once complete, so a failure never leaves a
     half-written checkpoint where a good one was. Files of an earlier checkpoint at `path` that this one does
@@ -259,12 +262,40 @@ def save_pretrained(model: T5, path: str | Path, tokenizer: Any = None) -> Path:
     def write(folder: Path) -> None:
         (folder / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
         (folder / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
-        save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        shards = _shards(tensors, max_shard_size)
+        if len(shards) == 1:
+            save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        else:
+            names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+            weight_map = {key: name for name, shard in zip(names, shards, strict=True) for key in shard}
+            for name, shard in zip(names, shards, strict=True):
+                save_file(shard, str(folder / name), metadata={"format": "pt"})
+            size = sum(t.numel() * t.element_size() for t in tensors.values())
+            index = {"metadata": {"total_size": size}, "weight_map": weight_map}
+            (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
         if tokenizer is not None:
             tokenizer.save(folder)
 
     _write_folder_atomically(path, write)
     return path
+
+
+def _shards(tensors: dict[str, torch.Tensor], max_bytes: int | None) -> list[dict[str, torch.Tensor]]:
+    """Tensors in order, in groups of at most `max_bytes` (a larger tensor alone), as transformers shards."""
+    if max_bytes is None:
+        return [tensors]
+    if max_bytes <= 0:
+        raise T5LabError(f"max_shard_size={max_bytes}: expected a positive number of bytes")
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    used = 0
+    for key, tensor in tensors.items():
+        size = tensor.numel() * tensor.element_size()
+        if shards[-1] and used + size > max_bytes:
+            shards.append({})
+            used = 0
+        shards[-1][key] = tensor
+        used += size
+    return shards
 
 
 def _is_generated(name: str) -> bool:
