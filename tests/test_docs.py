@@ -1,5 +1,6 @@
-"""The documentation site: its Python examples run, its error headings exist in the code, and it builds with
-`mkdocs build --strict` (skipped, saying why, when the `docs` extra is not installed)."""
+"""The documentation site: its Python examples run, its command lines use real commands and flags, its error
+headings exist in the code, and it builds with `mkdocs build --strict` (skipped, saying why, when the `docs`
+extra is not installed)."""
 
 from __future__ import annotations
 
