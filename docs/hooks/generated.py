@@ -4,15 +4,10 @@ A page asks for a table with a marker line (`<!-- t5lab:shape-table -->`, `<!-- 
 `<!-- t5lab:task-table -->`). The numbers come from `t5lab.analysis.counting` and the shape and task
 registries, which need no torch, so the site builds without it. The checkout's own `src/` comes first on
 the path: the site documents the code beside it, not whichever t5lab happens to be installed.
-
-Pages that other work writes (`OTHER_PAGES`) get a short placeholder while they are absent, so that the nav
-and links to them hold and `mkdocs build --strict` passes; once the real file exists the placeholder is not
-used.
 """
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,9 +19,7 @@ if str(SRC) not in sys.path:
 from t5lab.analysis.counting import count_parameters, forward_flops  # noqa: E402
 from t5lab.config import ModelConfig  # noqa: E402
 from t5lab.data.tasks import get_task, list_tasks  # noqa: E402
-from t5lab.shapes import registered_names  # noqa: E402
-
-log = logging.getLogger("mkdocs.hooks.t5lab")
+from t5lab.shapes import from_name, registered_names  # noqa: E402
 
 INPUT_LENGTH, TARGET_LENGTH = 512, 114  # nanoT5's / T5's span-corruption lengths
 FAMILIES = (  # registry prefix → what the table calls it; longest prefix first
@@ -47,10 +40,6 @@ MODIFIER_EXAMPLES = (
     "t5-efficient-small-sh",
     "t5-efficient-small-moe8",
 )
-OTHER_PAGES = {
-    "distributed.md": "Distributed training",
-    "gpu.md": "GPU kernels",
-}
 
 
 def _family(name: str) -> str:
@@ -82,7 +71,7 @@ def _table(names: list[str], family: bool) -> str:
         f"forward GFLOPs / example ({INPUT_LENGTH}/{TARGET_LENGTH})",
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i < 2 else "--:" for i in range(len(header))) + "|"]
-    return "\n".join(lines + [_row(ModelConfig.from_name(n), family) for n in names])
+    return "\n".join(lines + [_row(from_name(n), family) for n in names])
 
 
 def shape_table() -> str:
@@ -117,12 +106,3 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
             markdown = markdown.replace(marker, render())
     return markdown
 
-
-def on_files(files: Any, config: Any) -> Any:
-    from mkdocs.structure.files import File
-
-    for uri, title in OTHER_PAGES.items():
-        if files.get_file_from_path(uri) is None:
-            log.info("docs/%s is not written yet: a placeholder stands in for it", uri)
-            files.append(File.generated(config, uri, content=f"# {title}\n\nThis page is not written yet.\n"))
-    return files
