@@ -238,3 +238,11 @@ def test_finetune_lora_merge_needs_a_rank():
 
     with pytest.raises(T5LabError, match="lora_merge: expected lora_rank too"):
         finetune("glue/rte", "t5-efficient-tiny", lora_merge=True)
+
+
+def test_an_adapter_folder_loads_as_a_model_with_its_adapters_merged(tmp_path, adapted):
+    config, ours = adapted()
+    lora.save_adapter(ours, tmp_path / "adapter", base_model_name_or_path=str(tmp_path / "base"))
+    loaded = load_pretrained(tmp_path / "adapter")  # what `t5lab generate/evaluate --model ADAPTER_DIR` do
+    assert not lora.has_lora(loaded)
+    torch.testing.assert_close(_logits(loaded, config), _logits(ours, config), atol=1e-5, rtol=1e-5)

@@ -280,6 +280,22 @@ def save_pretrained(model: T5, path: str | Path, tokenizer: Any = None, max_shar
     return path
 
 
+def _load_with_adapter(folder: Path, **load: Any) -> T5:
+    """A peft LoRA adapter folder (what `finetune --lora-rank` exports): its base checkpoint with the adapters
+    merged in, so that every command takes the folder as a model."""
+    from t5lab.interop.peft import load_adapter, merge_lora
+
+    try:
+        base = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    except (OSError, ValueError) as e:
+        raise T5LabError(f"{folder / 'adapter_config.json'}: unreadable ({e})") from None
+    if not base:
+        raise T5LabError(f"{folder / 'adapter_config.json'}: no base_model_name_or_path (the adapters' base model)")
+    base_folder = resolve_checkpoint(base) or (folder / base)  # a folder, a hub id, or relative to the adapters
+    model = merge_lora(load_adapter(load_pretrained(base_folder, **load), folder))
+    return model.eval()
+
+
 def _shards(tensors: dict[str, torch.Tensor], max_bytes: int | None) -> list[dict[str, torch.Tensor]]:
     """Tensors in order, in groups of at most `max_bytes` (a larger tensor alone), as transformers shards."""
     if max_bytes is None:
@@ -356,6 +372,8 @@ def load_pretrained(
     folder = resolve_checkpoint(path)
     if folder is None:
         raise T5LabError(f"{path}: no such folder (expected a Hugging Face checkpoint folder or an org/name hub id)")
+    if (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
+        return _load_with_adapter(folder, device=device, dtype=dtype, attention=attention)
     config = from_hf(folder)  # decides the rescale, hence tying (see the module docstring)
     tensors, origin, weights_file = _read_weights(folder)
     for name in IGNORED_HF_KEYS:
