@@ -92,3 +92,21 @@ def test_two_nodes_on_localhost_train_as_one_rank(tmp_path):
         assert node.returncode == 0, err[-3000:]
     one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert one.keys() == two.keys() and max(abs(one[k] - two[k]) for k in one) <= TOLERANCE
+
+
+@pytest.mark.slow  # two fine-tuning runs, one under torchrun: ~30 s on 2 cores
+def test_finetune_on_two_ranks_equals_one_rank(shared_data, spiece_model, tmp_path):
+    """Each rank trains on its rows of every micro-batch (`RankSlice`); generation-based evaluation runs on
+    every rank and rank 0 alone exports the best model."""
+    args = ["finetune", "--task", "glue/rte", "--model", "t5-efficient-tiny-nl1-dm32-ff48-kv8-nh2", "--tokenizer",
+            str(spiece_model), "--data-dir", str(shared_data), "--steps", "4", "--batch-size", "4", "--grad-accum",
+            "2", "--eval-every", "2", "--eval-limit", "6", "--max-input-length", "32", "--log-every", "1",
+            "--precision", "fp32", "--dropout", "0", "--progress", "false"]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    done = torchrun(["-m", "t5lab", *args, "--out", str(tmp_path / "two")])
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [read_metrics(tmp_path / name / "metrics.jsonl") for name in ("one", "two")]
+    assert [r["step"] for r in rows[0]] == [r["step"] for r in rows[1]] == [1, 2, 2, 3, 4, 4]
+    for a, b in zip(*rows, strict=True):
+        assert abs(a.get("loss", a.get("eval_loss")) - b.get("loss", b.get("eval_loss"))) <= TOLERANCE
+    assert (tmp_path / "two" / "best" / "model.safetensors").is_file()

@@ -3,7 +3,7 @@ with activation checkpointing — and a run resumes on another world size (2 -> 
 
 fp32, dropout 0, labels padded to varying lengths (the loss is normalised by the all-ranks target-token count);
 the only difference left is the order of floating-point sums, hence a tolerance of 1e-5 (measured: see
-`_max_difference` in the assertion messages, ~1e-7).
+`_max_difference` in the assertion messages: at most 9.5e-7 for training and 3.5e-7 for held-out losses).
 """
 
 from __future__ import annotations

@@ -68,7 +68,8 @@ def _leave() -> None:
 
 
 def sum_over_ranks(value: torch.Tensor) -> torch.Tensor:
-    """The sum of `value` over all ranks (itself without a process group)."""
+    """The sum of `value` over all ranks (itself without a process group); on the training device, which NCCL
+    needs."""
     if dist.is_initialized():
         value = value.clone()
         dist.all_reduce(value)

@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,10 @@ def load_weights(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer)
     model_state, optimizer_state = get_state_dict(model, optimizer)
     state = {"model": model_state, "optimizer": optimizer_state}
     try:
-        dcp.load(state, checkpoint_id=path)
+        with warnings.catch_warnings():
+            # Without torchrun DCP warns that it "assumes the intent is to load in a single process": it is.
+            warnings.filterwarnings("ignore", message=".*assuming the intent is to load in a single process")
+            dcp.load(state, checkpoint_id=path)
     except Exception as e:  # DCP raises plain errors for missing keys and shape mismatches
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise T5LabError(f"{path}: cannot load into this model and optimiser ({type(e).__name__}: {first})") from None

@@ -20,7 +20,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -121,7 +121,7 @@ class _Run:
         self.model, self.lr_used = model, 0.0
         self.blueprint = parallel.blueprint_of(model, config)
         self.wrapped = parallel.parallelize(model, config, device, self.dtype)
-        self.forward = torch.compile(self.wrapped) if config.compile else self.wrapped
+        self.forward = cast(nn.Module, torch.compile(self.wrapped)) if config.compile else self.wrapped
         self.optimizer = build_optimizer(model, config, device)
         self.scheduler = WarmupSchedule(self.optimizer, kind=config.schedule, warmup=config.warmup,
                                         total=config.steps, final_lr=config.final_lr)
@@ -161,7 +161,7 @@ class _Run:
                 # run logs the same rows as an uninterrupted one (the partial window is in the checkpoint).
                 if state.step % config.log_every == 0 or state.step == config.steps:
                     seconds = time.perf_counter() - window_start
-                    all_tokens = float(distributed.sum_over_ranks(torch.tensor(float(window_tokens))))
+                    all_tokens = float(distributed.sum_over_ranks(torch.tensor(float(window_tokens), device=self.device)))
                     self.report.row({"step": state.step, "loss": state.end_log_window(), "lr": self.lr_used,
                                      "grad_norm": grad_norm,
                                      "tokens_per_s": all_tokens / seconds if seconds > 0 else 0.0,

@@ -18,6 +18,7 @@ import math
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 
@@ -36,7 +37,8 @@ def parallelize(model: nn.Module, config: TrainConfig, device: torch.device,
     """Apply activation checkpointing and, under torchrun, DDP or FSDP2 to `model` (already on `device`);
     returns the module to call. FSDP2 shards `model` in place (its parameters become DTensors)."""
     if config.activation_checkpointing:
-        from torch.distributed._composable import checkpoint  # keeps parameter names, unlike a wrapper module
+        # The composable form keeps parameter names (a wrapper module would prefix them in every checkpoint).
+        from torch.distributed._composable.checkpoint_activation import checkpoint
 
         for block in blocks(model):
             checkpoint(block)
@@ -69,7 +71,7 @@ def gradient_sync(module: nn.Module, enabled: bool):
         with module.no_sync():
             yield
         return
-    if hasattr(module, "set_requires_gradient_sync"):  # FSDP2
+    if isinstance(module, FSDPModule):
         module.set_requires_gradient_sync(enabled)
     yield
 
