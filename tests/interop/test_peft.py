@@ -172,35 +172,14 @@ def test_bad_settings_are_one_line_errors(tiny_config, tmp_path, monkeypatch):
 
 
 def test_finetune_with_lora_saves_adapters_and_a_merged_folder(shared_data, spiece_model, tmp_path):
-    """`t5lab finetune --lora-rank`: adapters in best/, the shape's random base in OUT/base, best/merged/ a
-    plain folder that `t5lab evaluate` runs to the same predictions as the adapter model made."""
+    """`t5lab finetune --lora-rank`: adapters in best/, the shape's random base in OUT/base, and best/merged/ a
+    plain folder computing what the adapters on their base compute."""
     out = tmp_path / "run"
-    common = ["--data-dir", str(shared_data), "--max-input-length", "32"]
     run = t5lab(
-        "finetune",
-        "--task",
-        "glue/rte",
-        "--model",
-        SHAPE,
-        "--tokenizer",
-        str(spiece_model),
-        "--out",
-        str(out),
-        "--steps",
-        "2",
-        "--batch-size",
-        "2",
-        "--eval-every",
-        "2",
-        "--eval-limit",
-        "6",
-        "--lora-rank",
-        "2",
-        "--lora-targets",
-        "q,v,wo",
-        "--lora-merge",
-        "true",
-        *common,
+        *("finetune", "--task", "glue/rte", "--model", SHAPE, "--tokenizer", str(spiece_model)),
+        *("--data-dir", str(shared_data), "--out", str(out), "--max-input-length", "32"),
+        *("--steps", "2", "--batch-size", "2", "--eval-every", "2", "--eval-limit", "2"),
+        *("--lora-rank", "2", "--lora-targets", "q,v,wo", "--lora-merge", "true"),
         cwd=tmp_path,
     )
     assert run.returncode == 0, run.stderr
@@ -209,28 +188,13 @@ def test_finetune_with_lora_saves_adapters_and_a_merged_folder(shared_data, spie
     assert saved["r"] == 2 and saved["lora_alpha"] == 4 and saved["target_modules"] == ["q", "v", "wo"]
     assert saved["base_model_name_or_path"] == str((out / "base").resolve())
     assert (out / "base" / "model.safetensors").is_file() and not (best / "model.safetensors").exists()
+    assert (best / "predictions.jsonl").is_file() and (best / "spiece.model").is_file()
     base = load_pretrained(out / "base")
     ours = lora.load_adapter(load_pretrained(out / "base"), best)
     assert any((p != 0).any() for n, p in ours.named_parameters() if "lora_B" in n)  # the adapters trained
-    assert all(
-        torch.equal(p, dict(ours.named_parameters())[n.replace(".weight", ".base_layer.weight")])
-        for n, p in base.named_parameters()
-        if n.endswith((".q.weight", ".v.weight"))
-    )  # the base did not
-    ev = t5lab(
-        "evaluate",
-        "glue/rte",
-        str(best / "merged"),
-        "--limit",
-        "6",
-        "--out",
-        str(tmp_path / "ev"),
-        *common,
-        cwd=tmp_path,
-    )
-    assert ev.returncode == 0, ev.stderr
-    merged = [json.loads(line)["prediction"] for line in (tmp_path / "ev" / "predictions.jsonl").open()]
-    assert merged == [json.loads(line)["prediction"] for line in (best / "predictions.jsonl").open()]
+    # merged/ holds the trained weights merged; equal to OUT/base + adapters only if the base stayed frozen.
+    merged = load_pretrained(best / "merged")
+    torch.testing.assert_close(_logits(merged, base.config), _logits(ours, base.config), atol=1e-5, rtol=1e-5)
 
 
 def test_finetune_lora_merge_needs_a_rank():
