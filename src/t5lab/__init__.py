@@ -19,7 +19,7 @@ _LAZY = {
     "build_model": "t5lab.model",
     "T5": "t5lab.model",
     "load_pretrained": "t5lab.interop.hf",
-    "load_model": "t5lab.interop.hf",
+    "load_model": "t5lab.interop.loading",
     "save_pretrained": "t5lab.interop.hf",
     "Tokenizer": "t5lab.data.tokenizer",
 }

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import t5lab as t5lab_package
-from t5lab import T5LabError, load_pretrained
+from t5lab import T5LabError, load_model, load_pretrained
 from t5lab.interop import hf
 from t5lab.interop import peft as lora
 from t5lab.model import build_model
@@ -207,6 +207,6 @@ def test_finetune_lora_merge_needs_a_rank():
 def test_an_adapter_folder_loads_as_a_model_with_its_adapters_merged(tmp_path, adapted):
     config, ours = adapted()
     lora.save_adapter(ours, tmp_path / "adapter", base_model_name_or_path=str(tmp_path / "base"))
-    loaded = load_pretrained(tmp_path / "adapter")  # what `t5lab generate/evaluate --model ADAPTER_DIR` do
+    loaded = load_model(tmp_path / "adapter")  # what `t5lab generate/evaluate --model ADAPTER_DIR` do
     assert not lora.has_lora(loaded)
     torch.testing.assert_close(_logits(loaded, config), _logits(ours, config), atol=1e-5, rtol=1e-5)

@@ -5,7 +5,7 @@ its own since peft is optional). The torch-backed names load on first use."""
 from importlib import import_module
 from typing import Any
 
-_LAZY = {"load_model": "t5lab.interop.hf", "load_pretrained": "t5lab.interop.hf", "save_pretrained": "t5lab.interop.hf"}
+_LAZY = {"load_model": "t5lab.interop.loading", "load_pretrained": "t5lab.interop.hf", "save_pretrained": "t5lab.interop.hf"}
 
 __all__ = list(_LAZY)
 

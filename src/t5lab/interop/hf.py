@@ -63,7 +63,6 @@ from t5lab.interop.hf_config import from_hf, to_hf
 from t5lab.interop.hub import resolve_checkpoint
 from t5lab.kernels import set_attention
 from t5lab.model import T5, build_model
-from t5lab.shapes import from_name
 
 # t5lab name → transformers name. `{}` is the block index. The feed-forward and norms sit at sublayer 1 in the
 # encoder and 2 in the decoder (the decoder's sublayer 1 is cross-attention). Switch models rename the
@@ -280,22 +279,6 @@ def save_pretrained(model: T5, path: str | Path, tokenizer: Any = None, max_shar
     return path
 
 
-def _load_with_adapter(folder: Path, **load: Any) -> T5:
-    """A peft LoRA adapter folder (what `finetune --lora-rank` exports): its base checkpoint with the adapters
-    merged in, so that every command takes the folder as a model."""
-    from t5lab.interop.peft import load_adapter, merge_lora
-
-    try:
-        base = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
-    except (OSError, ValueError) as e:
-        raise T5LabError(f"{folder / 'adapter_config.json'}: unreadable ({e})") from None
-    if not base:
-        raise T5LabError(f"{folder / 'adapter_config.json'}: no base_model_name_or_path (the adapters' base model)")
-    base_folder = resolve_checkpoint(base) or (folder / base)  # a folder, a hub id, or relative to the adapters
-    model = merge_lora(load_adapter(load_pretrained(base_folder, **load), folder))
-    return model.eval()
-
-
 def _shards(tensors: dict[str, torch.Tensor], max_bytes: int | None) -> list[dict[str, torch.Tensor]]:
     """Tensors in order, in groups of at most `max_bytes` (a larger tensor alone), as transformers shards."""
     if max_bytes is None:
@@ -368,12 +351,10 @@ def load_pretrained(
     dtype (fp32), whatever the checkpoint stores. `path` may also be a hub id (`google/t5-v1_1-base`), read
     through huggingface_hub's cache (`interop.hub`).
     """
-    _check_device(device)
+    check_device(device)
     folder = resolve_checkpoint(path)
     if folder is None:
         raise T5LabError(f"{path}: no such folder (expected a Hugging Face checkpoint folder or an org/name hub id)")
-    if (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
-        return _load_with_adapter(folder, device=device, dtype=dtype, attention=attention)
     config = from_hf(folder)  # decides the rescale, hence tying (see the module docstring)
     tensors, origin, weights_file = _read_weights(folder)
     for name in IGNORED_HF_KEYS:
@@ -430,7 +411,7 @@ def load_pretrained(
             tensor = tensor.to(dtype or torch.get_default_dtype())
         state[ours] = tensor.to(device or "cpu")
     model.load_state_dict(_stack_experts(state), strict=True, assign=True)
-    return _with_attention(model, attention).eval()
+    return with_attention(model, attention).eval()
 
 
 def _read_weights(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Path], Path]:
@@ -496,40 +477,12 @@ def _read_tensor_file(path: Path) -> dict[str, torch.Tensor]:
 
 
 # --------------------------------------------------------------------------------------------------------
-def load_model(
-    name_or_path: str | Path,
-    *,
-    seed: int = 0,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | None = None,
-    attention: str = "eager",
-) -> T5:
-    """A checkpoint folder (`load_pretrained`) or a registered shape name (random init with `seed`), in
-    eval mode either way. A hub id such as `google/t5-v1_1-base` is read through huggingface_hub's cache
-    (`interop.hub`), never silently taken for its shape's random initialisation."""
-    _check_device(device)
-    folder = resolve_checkpoint(name_or_path)
-    if folder is not None:
-        return load_pretrained(folder, device=device, dtype=dtype, attention=attention)
-    text = str(name_or_path)
-    if "/" in text or os.sep in text:
-        raise T5LabError(
-            f"{text}: no such checkpoint folder (a hub id is org/name; a bare shape name such as "
-            "'t5-efficient-tiny' gives a randomly initialised model)"
-        )
-    try:
-        config = from_name(text)
-    except T5LabError as e:
-        raise T5LabError(f"'{text}' is neither an existing folder nor a known shape name: {e}") from None
-    return _with_attention(build_model(config, seed=seed, device=device, dtype=dtype), attention).eval()
-
-
-def _with_attention(model: T5, attention: str) -> T5:
+def with_attention(model: T5, attention: str) -> T5:
     """The plain model's reference kernel for "eager"; another named kernel from t5lab.kernels."""
     return model if attention == "eager" else set_attention(model, attention)
 
 
-def _check_device(device: torch.device | str | None) -> None:
+def check_device(device: torch.device | str | None) -> None:
     """A device the user named, checked before any weight is read: a typo or a missing GPU is one line."""
     if device is None or isinstance(device, torch.device) and device.type != "cuda":
         return

@@ -73,8 +73,8 @@ def generate(
     from t5lab.device import resolve_device
     from t5lab.generate import generate as generate_ids
     from t5lab.generate import quantize_int8
-    from t5lab.interop.hf import load_model
     from t5lab.interop.hub import resolve_checkpoint
+    from t5lab.interop.loading import load_model
     from t5lab.kernels import apply
     from t5lab.model import T5
     from t5lab.recipes.sources import model_tokenizer

@@ -17,8 +17,9 @@ from t5lab.data.builtin_corpus import BUILTIN, default_tokenizer
 from t5lab.data.tasks import Example, Task, get_task
 from t5lab.data.tokenizer import SPIECE_FILE, Tokenizer
 from t5lab.errors import T5LabError
-from t5lab.interop.hf import load_model, load_pretrained
+from t5lab.interop.hf import load_pretrained
 from t5lab.interop.hub import resolve_checkpoint
+from t5lab.interop.loading import load_model
 from t5lab.model import T5, build_model
 from t5lab.recipes.recipe_files import PretrainRecipe
 from t5lab.shapes import from_name
