@@ -54,3 +54,30 @@ def test_a_window_of_losses_reads_the_same_mean_as_step_by_step(tiny_config, tmp
     per_step = [r["loss"] for r in rows[1]]
     assert [r["loss"] for r in rows[4]] == pytest.approx([sum(per_step[:4]) / 4, sum(per_step[4:]) / 4])
     assert rows[4][-1]["grad_norm"] == rows[1][-1]["grad_norm"]
+
+
+def test_fp16_trains_through_a_gradient_scaler_and_resumes_exactly(tiny_config, tmp_path):
+    """CPU autocast runs fp16 too, so the scaler path (scale, unscale before clipping, step, update, its state in
+    checkpoints) is exercised here; on GPUs without bf16 it is what precision 'auto' picks (unmeasured there)."""
+    config = dataclasses.replace(CONFIG, steps=6, log_every=1, save_every=3, precision="fp16")
+    straight = train(build_model(tiny_config, seed=0), config, SyntheticBatches(tiny_config.vocab_size, 2),
+                     tmp_path / "straight")
+    train(build_model(tiny_config, seed=0), config, SyntheticBatches(tiny_config.vocab_size, 2), tmp_path / "split",
+          stop_after=3)
+    saved = torch.load(tmp_path / "split/checkpoints/step-00000003/training.pt", weights_only=True)
+    assert saved["loop"]["autocast"] == "float16" and saved["scaler"]["scale"] > 1
+    train(build_model(tiny_config, seed=0), config, SyntheticBatches(tiny_config.vocab_size, 2), tmp_path / "split",
+          resume=True)
+    losses = {name: [(r["step"], r["loss"]) for r in read_metrics(tmp_path / name / "metrics.jsonl") if "loss" in r]
+              for name in ("straight", "split")}
+    assert losses["split"] == losses["straight"] and len(losses["straight"]) == 6
+    assert all(0 < loss < 20 for _, loss in losses["straight"]) and straight.loss == losses["straight"][-1][1]
+
+
+def test_auto_precision_is_fp16_on_cuda_without_bf16(monkeypatch):
+    from t5lab.device import autocast_dtype
+
+    monkeypatch.setattr("t5lab.device.native_bf16", lambda device: False)
+    assert autocast_dtype("auto", torch.device("cuda")) == torch.float16
+    assert autocast_dtype("auto", torch.device("cpu")) is None
+    assert autocast_dtype("fp16", torch.device("cpu")) == torch.float16
