@@ -81,3 +81,26 @@ def test_auto_precision_is_fp16_on_cuda_without_bf16(monkeypatch):
     assert autocast_dtype("auto", torch.device("cuda")) == torch.float16
     assert autocast_dtype("auto", torch.device("cpu")) is None
     assert autocast_dtype("fp16", torch.device("cpu")) == torch.float16
+
+
+def test_batches_go_to_cuda_pinned_and_non_blocking(monkeypatch):
+    """Checked with the copy itself mocked (no GPU here): pinned first, then an asynchronous copy; CPU untouched."""
+    from t5lab.train.evaluation import to_device
+
+    calls = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: calls.append("pin") or self)
+    monkeypatch.setattr(torch.Tensor, "is_pinned", lambda self: False)
+    original_to = torch.Tensor.to
+
+    def to(self, *args, **kwargs):
+        if args and isinstance(args[0], torch.device) and args[0].type == "cuda":
+            calls.append(("to", kwargs.get("non_blocking")))
+            return self
+        return original_to(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "to", to)
+    batch = {"input_ids": torch.ones(2, 3, dtype=torch.long)}
+    to_device(batch, torch.device("cuda"))
+    assert calls == ["pin", ("to", True)]
+    calls.clear()
+    assert to_device(batch, torch.device("cpu"))["input_ids"] is batch["input_ids"] and calls == []
