@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 from t5lab.train.config import TrainConfig
 
@@ -95,8 +96,11 @@ class AdamWScale(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             tensors = self._tensors(group)
+            # FSDP2's sharded parameters (DTensors) keep the per-tensor loop: torch 2.13's DTensor has no
+            # foreach division of its partial norms by a list of scalars.
+            foreach = self.foreach and not any(isinstance(p, DTensor) for p in tensors[0])
             if tensors[0]:
-                (_foreach_step if self.foreach else _per_tensor_step)(*tensors, group)
+                (_foreach_step if foreach else _per_tensor_step)(*tensors, group)
         return loss
 
 
