@@ -66,7 +66,8 @@ class AdamWScale(torch.optim.Optimizer):
         # instead of ~10 per tensor); False: the per-tensor loop, the plain statement of the same arithmetic.
         self.foreach = foreach
 
-    def _tensors(self, group: dict[str, Any]) -> tuple[list[torch.Tensor], ...]:
+    def _tensors(self, group: dict[str, Any]) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor],
+                                                        list[torch.Tensor], list[torch.Tensor]]:
         """The group's parameters that have gradients, with their gradients and (created here) state."""
         params, grads, steps, exp_avgs, exp_avg_sqs = [], [], [], [], []
         for p in group["params"]:
