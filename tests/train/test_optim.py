@@ -114,8 +114,9 @@ def test_foreach_optimizers_match_their_per_tensor_loops(tiny_config, name):
         torch.testing.assert_close(b, a, rtol=0, atol=1e-6)
 
 
-def test_the_trainer_builds_the_foreach_forms(tiny_config):
-    model = build_model(tiny_config, seed=0)
-    assert build_optimizer(model, TrainConfig(optimizer="adamwscale"), torch.device("cpu")).foreach
-    adafactor = build_optimizer(model, TrainConfig(optimizer="adafactor"), torch.device("cpu"))
-    assert adafactor.param_groups[0]["foreach"]
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_the_trainer_builds_the_foreach_forms_for_cuda(tiny_config, device):
+    model = build_model(tiny_config, seed=0)  # building touches no device: this runs without a GPU
+    adamwscale = build_optimizer(model, TrainConfig(optimizer="adamwscale"), torch.device(device))
+    adafactor = build_optimizer(model, TrainConfig(optimizer="adafactor"), torch.device(device))
+    assert adamwscale.foreach == adafactor.param_groups[0]["foreach"] == (device == "cuda")

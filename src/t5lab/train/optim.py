@@ -159,8 +159,12 @@ def build_optimizer(model: nn.Module, config: TrainConfig, device: torch.device)
         fused = device.type in ("cpu", "cuda")
         return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps,
                                  fused=fused, foreach=None if fused else True)
+    # foreach on CUDA, where it replaces ~10 kernel launches per tensor by a few per group; CPU's foreach ops loop
+    # over the tensors anyway, and the per-tensor loop needs no group-sized temporaries (on 2 busy CPU cores,
+    # t5-efficient-tiny's AdamWScale step took 85-184 ms per tensor vs 120-240 ms foreach, Adafactor a tie).
+    foreach = device.type == "cuda"
     if config.optimizer == "adamwscale":
-        return AdamWScale(groups, lr=config.lr, betas=config.betas, eps=config.eps)
+        return AdamWScale(groups, lr=config.lr, betas=config.betas, eps=config.eps, foreach=foreach)
     if config.optimizer == "adafactor":
-        return torch.optim.Adafactor(groups, lr=config.lr, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0, foreach=True)
+        return torch.optim.Adafactor(groups, lr=config.lr, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0, foreach=foreach)
     raise ValueError(f"unknown optimizer {config.optimizer!r}")
