@@ -5,7 +5,8 @@ target tokens (counted over all ranks, so padding never skews the average and 2 
 backpropagate, clip the global gradient norm, step the optimiser and the schedule. Around it: the device and
 precision policy (`t5lab.device`), parallelism (`parallel`), periodic held-out evaluation, metrics rows and
 progress (`progress`), atomic checkpoints (`checkpoint`, or `distributed_checkpoint` under torchrun) and
-exact resume.
+exact resume. A single-rank step never waits for the device: its loss and gradient norm are read when a metrics
+row or checkpoint needs them (`deferred`); fp16 runs go through a gradient scaler (`precision`).
 
 Exact resume: everything a later step depends on is in the checkpoint (weights, optimiser, schedule, every
 RNG, the data stream's position, the `TrainState`), and whatever draws random numbers for bookkeeping
