@@ -58,9 +58,13 @@ def native_bf16(device: torch.device) -> bool:
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """bf16 for 'bf16', and for 'auto' where the device computes bf16 natively (`native_bf16`); None: fp32."""
+    """bf16 for 'bf16', and for 'auto' where the device computes bf16 natively (`native_bf16`); fp16 for 'fp16',
+    and for 'auto' on CUDA GPUs without bf16 (compute capability < 8: T4, V100), whose tensor cores run fp16
+    (trained with a gradient scaler, `t5lab.train.precision`); None: fp32."""
     if precision == "bf16" or (precision == "auto" and native_bf16(device)):
         return torch.bfloat16
+    if precision == "fp16" or (precision == "auto" and device.type == "cuda"):
+        return torch.float16
     return None
 
 

@@ -195,13 +195,13 @@ def test_model_traces_as_one_graph(model, tiny_config):
         torch.testing.assert_close(compiled(x, y), model(x, labels=y).logits)
 
 
-def test_compile_takes_the_plain_loss(tiny_config):
-    """Under torch.compile, training keeps the plain loss (one graph for the compiler to fuse)."""
+def test_compile_keeps_the_fused_loss(tiny_config):
+    """Under torch.compile, training takes the fused output layer + loss too (a custom op in the graph): no logits."""
     model = apply(build_model(tiny_config, seed=0), device="cpu")
     ids, labels = _batch(tiny_config)
-    compiled = torch.compile(model.train(), backend="eager", fullgraph=False)
+    compiled = torch.compile(model.train(), backend="eager", fullgraph=True)
     out = compiled(ids, labels=labels)
-    assert out.logits is not None
+    assert out.logits is None
     torch.testing.assert_close(out.loss, model(ids, labels=labels).loss)
 
 

@@ -84,3 +84,39 @@ def test_adafactor_uses_t5_settings(tiny_config):
     assert isinstance(opt, torch.optim.Adafactor)
     group = opt.param_groups[0]
     assert group["beta2_decay"] == -0.8 and group["d"] == 1.0 and group["eps"] == (None, 1e-3)
+
+
+def _updates_over_steps(tiny_config, make_optimizer, steps: int = 4) -> list[torch.Tensor]:
+    model = build_model(tiny_config, seed=0)
+    opt = make_optimizer(param_groups(model, 0.01))
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        x = torch.randint(2, tiny_config.vocab_size, (2, 9), generator=generator)
+        model(input_ids=x, labels=x[:, :4]).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    return [p.detach().clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("name", ["adamwscale", "adafactor"])
+def test_foreach_optimizers_match_their_per_tensor_loops(tiny_config, name):
+    def make(foreach: bool):
+        if name == "adamwscale":
+            return lambda groups: AdamWScale(groups, lr=1e-2, foreach=foreach)
+        return lambda groups: torch.optim.Adafactor(groups, lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0,
+                                                    foreach=foreach)
+
+    looped = _updates_over_steps(tiny_config, make(False))
+    fused = _updates_over_steps(tiny_config, make(True))
+    start = [p.detach() for p in build_model(tiny_config, seed=0).parameters()]
+    assert any(not torch.equal(a, b) for a, b in zip(looped, start, strict=True))  # the steps moved the weights
+    for a, b in zip(looped, fused, strict=True):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_the_trainer_builds_the_foreach_forms_for_cuda(tiny_config, device):
+    model = build_model(tiny_config, seed=0)  # building touches no device: this runs without a GPU
+    adamwscale = build_optimizer(model, TrainConfig(optimizer="adamwscale"), torch.device(device))
+    adafactor = build_optimizer(model, TrainConfig(optimizer="adafactor"), torch.device(device))
+    assert adamwscale.foreach == adafactor.param_groups[0]["foreach"] == (device == "cuda")

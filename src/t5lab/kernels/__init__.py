@@ -8,8 +8,8 @@ What `apply` chooses (each tested against the plain model in tests/kernels and t
 - RMS norm in fewer kernels (`rms_norm.py`);
 - the faster CPU dropout (`cpu_dropout.py`), whose random stream differs from F.dropout's;
 - for training, the fused output layer + loss with its kept logits buffer (`fused_loss.py`), through the
-  model's `output_loss` seam.
-Nothing here registers into torch at import time. Modules are replaced by subclasses that share the
+  model's `output_loss` seam; under torch.compile as the custom op t5lab::linear_cross_entropy.
+Nothing here registers into torch at import time (the custom op registers when `apply` makes the fused loss). Modules are replaced by subclasses that share the
 original parameters (same objects, same state-dict keys), so apply before building an optimizer or not: both work.
 """
 

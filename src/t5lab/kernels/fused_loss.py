@@ -17,6 +17,7 @@ and the kernel zeroed it page by page, ~29k page faults per step of t5-efficient
 
 from __future__ import annotations
 
+import functools
 import threading
 
 import torch
@@ -59,22 +60,17 @@ class LogitsBuffer:
         self._per_thread = threading.local()
 
 
-class _LinearCrossEntropy(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, hidden_ND: torch.Tensor, weight_VD: torch.Tensor, labels_N: torch.Tensor,
-                buffer: LogitsBuffer | None, compute_dtype: torch.dtype) -> torch.Tensor:
-        with torch.autocast(hidden_ND.device.type, enabled=False):  # the casts are explicit below
-            return _LinearCrossEntropy._loss_and_gradients(ctx, hidden_ND, weight_VD, labels_N, buffer, compute_dtype)
-
-    @staticmethod
-    def _loss_and_gradients(ctx, hidden_ND, weight_VD, labels_N, buffer, compute_dtype) -> torch.Tensor:
+def _loss_and_gradients(hidden_ND: torch.Tensor, weight_VD: torch.Tensor, labels_N: torch.Tensor,
+                        buffer: LogitsBuffer | None, compute_dtype: torch.dtype, need_hidden: bool,
+                        need_weight: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """The mean loss and the gradients of it asked for (None: not asked for), chunk by chunk of rows."""
+    with torch.autocast(hidden_ND.device.type, enabled=False):  # the casts are explicit below
         N, V = hidden_ND.shape[0], weight_VD.shape[0]
         # The matmuls run in compute_dtype (`product_dtype`: e.g. autocast's bf16); softmax and loss in fp32.
         lowp_weight_VD = weight_VD.to(compute_dtype)
         keep_N = labels_N != -100
         count = keep_N.sum().clamp(min=1)
         loss = torch.zeros((), dtype=torch.float32, device=hidden_ND.device)
-        need_hidden, need_weight = ctx.needs_input_grad[:2]  # e.g. a frozen output layer needs no dW
         grad_hidden_ND = torch.empty_like(hidden_ND) if need_hidden else None
         grad_weight_VD = None
         rows = max(64, _CHUNK_BYTES // (4 * V) // 64 * 64)  # a multiple of 64 keeps the matmuls aligned
@@ -97,7 +93,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             columns = torch.arange(h_nD.shape[0], device=h_nD.device)
             grad_Vn.index_put_((target_n, columns), torch.where(keep_n, -1.0 / count.float(), 0.0), accumulate=True)
             grad_Vn = grad_Vn.to(h_nD.dtype)
-            if need_hidden:
+            if grad_hidden_ND is not None:
                 grad_hidden_ND[start : start + rows] = grad_Vn.T @ lowp_weight_VD
             if need_weight:  # accumulated in the weight's dtype
                 if grad_weight_VD is None:
@@ -106,8 +102,19 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     grad_weight_VD.addmm_(grad_Vn, h_nD)
                 else:
                     grad_weight_VD += grad_Vn @ h_nD
-        ctx.grads = (grad_hidden_ND, grad_weight_VD)
-        return loss / count
+        if need_weight and grad_weight_VD is None:  # no rows
+            grad_weight_VD = torch.zeros_like(weight_VD)
+        return loss / count, grad_hidden_ND, grad_weight_VD
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden_ND: torch.Tensor, weight_VD: torch.Tensor, labels_N: torch.Tensor,
+                buffer: LogitsBuffer | None, compute_dtype: torch.dtype) -> torch.Tensor:
+        need_hidden, need_weight = ctx.needs_input_grad[:2]  # e.g. a frozen output layer needs no dW
+        loss, *ctx.grads = _loss_and_gradients(hidden_ND, weight_VD, labels_N, buffer, compute_dtype, need_hidden,
+                                               need_weight)
+        return loss
 
     @staticmethod
     def backward(ctx, grad_loss: torch.Tensor):
@@ -115,6 +122,46 @@ class _LinearCrossEntropy(torch.autograd.Function):
         del ctx.grads  # differentiable once (see linear_cross_entropy); so the gradients can be scaled in place
         return (None if grad_hidden_ND is None else grad_hidden_ND.mul_(grad_loss),
                 None if grad_weight_VD is None else grad_weight_VD.mul_(grad_loss), None, None, None)
+
+
+@functools.cache
+def register_compilable_op() -> torch._library.custom_ops.CustomOpDef:
+    """Register (once; never on import) `_loss_and_gradients` as the custom op t5lab::linear_cross_entropy, which
+    torch.compile keeps whole (a fake implementation gives it the outputs' shapes) instead of tracing into the
+    chunk loop; `linear_cross_entropy` uses it under compile once registered (`FusedOutputLoss` registers it).
+    Without a logits buffer: memory the op wrote between calls would be state a compiled graph cannot see."""
+
+    @torch.library.custom_op("t5lab::linear_cross_entropy", mutates_args=())
+    def op(hidden_ND: torch.Tensor, weight_VD: torch.Tensor, labels_N: torch.Tensor, compute_dtype: torch.dtype,
+           need_hidden: bool, need_weight: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        loss, grad_hidden_ND, grad_weight_VD = _loss_and_gradients(hidden_ND, weight_VD, labels_N, None,
+                                                                   compute_dtype, need_hidden, need_weight)
+        # An op returns tensors: an empty one stands for a gradient not asked for.
+        return (loss, hidden_ND.new_empty(0) if grad_hidden_ND is None else grad_hidden_ND,
+                weight_VD.new_empty(0) if grad_weight_VD is None else grad_weight_VD)
+
+    @op.register_fake
+    def _(hidden_ND, weight_VD, labels_N, compute_dtype, need_hidden, need_weight):
+        return (hidden_ND.new_empty((), dtype=torch.float32),
+                torch.empty_like(hidden_ND) if need_hidden else hidden_ND.new_empty(0),
+                torch.empty_like(weight_VD) if need_weight else weight_VD.new_empty(0))
+
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.need = inputs[4:6]
+        ctx.save_for_backward(*output[1:])
+
+    def backward(ctx, grad_loss, _grad_of_grad_hidden, _grad_of_grad_weight):
+        grad_hidden_ND, grad_weight_VD = ctx.saved_tensors
+        need_hidden, need_weight = ctx.need
+        return (grad_hidden_ND * grad_loss if need_hidden else None,
+                grad_weight_VD * grad_loss if need_weight else None, None, None, None, None)
+
+    op.register_autograd(backward, setup_context=setup_context)
+    _compilable_ops.append(op)
+    return op
+
+
+_compilable_ops: list[torch._library.custom_ops.CustomOpDef] = []  # the op once registered
 
 
 def product_dtype(weight_VD: torch.Tensor) -> torch.dtype:
@@ -133,6 +180,10 @@ def linear_cross_entropy(hidden_ND: torch.Tensor, weight_VD: torch.Tensor, label
     Under autocast the two matmuls run in autocast's dtype, as F.linear's would, and the softmax in fp32, as
     F.cross_entropy on `logits.float()`; the gradients come back in the inputs' own dtypes.
     """
+    if torch.compiler.is_compiling() and _compilable_ops:
+        loss, _, _ = _compilable_ops[0](hidden_ND, weight_VD, labels_N, product_dtype(weight_VD),
+                                        hidden_ND.requires_grad, weight_VD.requires_grad)
+        return loss
     return _LinearCrossEntropy.apply(hidden_ND, weight_VD, labels_N, buffer, product_dtype(weight_VD))
 
 
@@ -140,17 +191,18 @@ class FusedOutputLoss:
     """The model's `output_loss` seam (see `t5lab.model.t5.T5`): `linear_cross_entropy` with a logits buffer kept
     between training steps; None (the model's plain logits + F.cross_entropy) where it does not apply.
 
-    Eager only: under torch.compile the plain path stays one graph, which the compiler fuses itself. Not in
-    fp16: the fused loss makes the logits' gradients in the forward pass, before a GradScaler scales them up,
+    Under torch.compile through the custom op of `register_compilable_op` (the compiler would otherwise materialise the
+    [N, V] logits and their gradient). Not in fp16: the fused loss makes the logits' gradients in the forward pass, before a GradScaler scales them up,
     and fp16 would flush many of them (of order 1 / (tokens x vocab)) to zero. Not for an output layer that
     computes its own product (weight None, e.g. quantised).
     """
 
     def __init__(self) -> None:
         self.buffer = LogitsBuffer()
+        register_compilable_op()
 
     def __call__(self, hidden_ND: torch.Tensor, weight_VD: torch.Tensor | None,
                  labels_N: torch.Tensor) -> torch.Tensor | None:
-        if weight_VD is None or product_dtype(weight_VD) == torch.float16 or torch.compiler.is_compiling():
+        if weight_VD is None or product_dtype(weight_VD) == torch.float16:
             return None
         return linear_cross_entropy(hidden_ND, weight_VD, labels_N, self.buffer)

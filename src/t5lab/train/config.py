@@ -15,12 +15,12 @@ from t5lab.errors import T5LabError, field_checker
 
 OptimizerName = Literal["adamw", "adamwscale", "adafactor"]
 ScheduleName = Literal["cosine", "linear", "inverse-sqrt", "constant"]
-Precision = Literal["auto", "fp32", "bf16"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Parallel = Literal["ddp", "fsdp"]
 HostMemory = Literal["auto", "keep", "default"]
 OPTIMIZERS: tuple[str, ...] = ("adamw", "adamwscale", "adafactor")
 SCHEDULES: tuple[str, ...] = ("cosine", "linear", "inverse-sqrt", "constant")
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 PARALLELS: tuple[str, ...] = ("ddp", "fsdp")
 HOST_MEMORIES: tuple[str, ...] = ("auto", "keep", "default")
 
@@ -44,7 +44,8 @@ class TrainConfig:
         weight_decay: decoupled weight decay (never applied to layer norms or the relative bias tables).
         clip: clip the gradient's global L2 norm to this (0: no clipping).
         precision: 'auto' (bf16 autocast where the device computes bf16 natively: CUDA devices with bf16,
-            CPUs with AVX512-BF16; else fp32), 'fp32' or 'bf16'.
+            CPUs with AVX512-BF16; fp16 with a gradient scaler on CUDA GPUs without bf16; else fp32), 'fp32',
+            'bf16' or 'fp16'.
         compile: run the model through torch.compile.
         eval_every: evaluate on the held-out split every this many steps (0: only at the end).
         eval_batches: held-out batches per evaluation (0: no evaluation).

@@ -17,7 +17,11 @@ def quiet_rng():
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    """`batch` on `device`. To CUDA from page-locked host memory, so the copy runs asynchronously (from pageable
+    memory a "non-blocking" copy waits for the device); on CPU the tensors themselves."""
+    if device.type == "cuda":
+        return {k: (v if v.is_pinned() else v.pin_memory()).to(device, non_blocking=True) for k, v in batch.items()}
+    return {k: v.to(device) for k, v in batch.items()}
 
 
 @torch.no_grad()
@@ -32,7 +36,10 @@ def evaluate(
     """Token-level cross-entropy and accuracy (argmax == label) over up to `max_batches` batches."""
     was_training = model.training
     model.eval()
-    loss_sum, correct, count = 0.0, 0, 0
+    # Summed on the device and read once at the end: a read per batch would wait for the device each time.
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    count = torch.zeros((), dtype=torch.int64, device=device)
     try:
         with quiet_rng():
             for i, batch in enumerate(batches):
@@ -44,11 +51,12 @@ def evaluate(
                 labels = batch["labels"]
                 keep = labels != -100
                 loss_sum += F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(),
-                                            ignore_index=-100, reduction="sum").item()
-                correct += (logits.argmax(-1).eq(labels) & keep).sum().item()
-                count += keep.sum().item()
+                                            ignore_index=-100, reduction="sum")
+                correct += (logits.argmax(-1).eq(labels) & keep).sum()
+                count += keep.sum()
     finally:
         model.train(was_training)
-    if count == 0:
+    total, right, tokens = torch.stack([loss_sum, correct.double(), count.double()]).tolist()
+    if tokens == 0:
         return {}
-    return {"eval_loss": loss_sum / count, "eval_accuracy": correct / count, "eval_tokens": count}
+    return {"eval_loss": total / tokens, "eval_accuracy": right / tokens, "eval_tokens": int(tokens)}

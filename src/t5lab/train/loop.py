@@ -5,7 +5,8 @@ target tokens (counted over all ranks, so padding never skews the average and 2 
 backpropagate, clip the global gradient norm, step the optimiser and the schedule. Around it: the device and
 precision policy (`t5lab.device`), parallelism (`parallel`), periodic held-out evaluation, metrics rows and
 progress (`progress`), atomic checkpoints (`checkpoint`, or `distributed_checkpoint` under torchrun) and
-exact resume.
+exact resume. A single-rank step never waits for the device: its loss and gradient norm are read when a metrics
+row or checkpoint needs them (`deferred`); fp16 runs go through a gradient scaler (`precision`).
 
 Exact resume: everything a later step depends on is in the checkpoint (weights, optimiser, schedule, every
 RNG, the data stream's position, the `TrainState`), and whatever draws random numbers for bookkeeping
@@ -32,9 +33,11 @@ from t5lab.train.checkpoint import (
     latest_checkpoint,
 )
 from t5lab.train.config import TrainConfig
+from t5lab.train.deferred import DeferredLosses
 from t5lab.train.evaluation import evaluate, quiet_rng, to_device
 from t5lab.train.metrics import router_metrics
 from t5lab.train.optim import build_optimizer
+from t5lab.train.precision import LossScaling, dtype_name, run_dtype
 from t5lab.train.progress import Monitor, Reporter, TrainResult, describe_run
 from t5lab.train.schedule import WarmupSchedule
 from t5lab.train.state import Batches, TrainState, seed_everything
@@ -112,12 +115,10 @@ class _Run:
         self.resumed_from = self.resumed.path if self.resumed else None
         self.state = self.resumed.state if self.resumed else TrainState()
         self.machine_dtype = autocast_dtype(config.precision, device)
-        self.dtype = self.machine_dtype
-        if config.precision == "auto" and self.resumed and "autocast" in self.resumed.training["loop"]:
-            # 'auto' is resolved once per run: resumed elsewhere (with or without native bf16), the run keeps
-            # the arithmetic it started with, as exact resumption needs.
-            self.dtype = torch.bfloat16 if self.state.autocast == "bfloat16" else None
-        self.state.autocast = None if self.dtype is None else "bfloat16"
+        self.dtype = run_dtype(config.precision, device, self.resumed.training["loop"] if self.resumed else None)
+        self.state.autocast = dtype_name(self.dtype)
+        self.scaling = LossScaling(self.dtype, device)
+        self.pending = DeferredLosses(ranks.size)
         self.model, self.lr_used = model, 0.0
         self.blueprint = parallel.blueprint_of(model, config)
         self.wrapped = parallel.parallelize(model, config, device, self.dtype)
@@ -129,6 +130,7 @@ class _Run:
             seed_everything(config.seed + ranks.rank)
         else:
             resuming.restore(self.resumed, model, self.optimizer, self.scheduler, batches, config, ranks.rank)
+            self.scaling.load_state_dict(self.resumed.training)
         self.params = [p for p in model.parameters() if p.requires_grad]
         distributed.barrier()  # every rank has checked the run folder before rank 0 writes to it
         self.report = Reporter(out, enabled=ranks.is_main, tensorboard=config.tensorboard, progress=config.progress,
@@ -154,16 +156,17 @@ class _Run:
                 if data is None:
                     with quiet_rng():
                         data = iter(self.batches)
-                result.loss, grad_norm, routers, tokens = self._step(data)
+                routers, tokens = self._step(data)
                 window_tokens += tokens
                 state.elapsed_s += time.perf_counter() - t0
                 # Rows fall on multiples of log_every only (and the last step), so an interrupted and resumed
                 # run logs the same rows as an uninterrupted one (the partial window is in the checkpoint).
                 if state.step % config.log_every == 0 or state.step == config.steps:
+                    self._read_losses()
                     seconds = time.perf_counter() - window_start
                     all_tokens = float(distributed.sum_over_ranks(torch.tensor(float(window_tokens), device=self.device)))
                     self.report.row({"step": state.step, "loss": state.end_log_window(), "lr": self.lr_used,
-                                     "grad_norm": grad_norm,
+                                     "grad_norm": self.pending.last_grad_norm,
                                      "tokens_per_s": all_tokens / seconds if seconds > 0 else 0.0,
                                      "elapsed_s": round(state.elapsed_s, 3), **router_metrics(routers)})
                     window_start, window_tokens = time.perf_counter(), 0
@@ -173,6 +176,7 @@ class _Run:
                         break
                 if config.save_every and state.step % config.save_every == 0 and state.step < last:
                     result.checkpoint, saved_at = self._checkpoint(), state.step
+            self._read_losses()
             if state.step == config.steps and evaluated_at != state.step:
                 result.eval = self._evaluate() or result.eval
             result.checkpoint = self._checkpoint() if saved_at != state.step else latest_checkpoint(self.ckpt_root)
@@ -180,15 +184,15 @@ class _Run:
                 self.report.plot()
         finally:
             self.report.close()
-        result.step, result.elapsed_s = state.step, state.elapsed_s
+        result.step, result.elapsed_s, result.loss = state.step, state.elapsed_s, self.pending.last_loss
         result.best, result.best_step, result.stopped_early = state.best_results, state.best_step, state.stopped
         plain = parallel.plain_copy(self.model, self.blueprint)
         result.model = plain if self.ranks.is_main else None
         return result
 
-    def _step(self, data: Iterator[dict[str, torch.Tensor]]) -> tuple[float, float, list[Any], int]:
-        """One optimiser step; returns the global loss, the gradient norm, the last router statistics and the
-        input tokens this rank processed."""
+    def _step(self, data: Iterator[dict[str, torch.Tensor]]) -> tuple[list[Any], int]:
+        """One optimiser step, without waiting for the device: its loss and gradient norm go to `self.pending`.
+        Returns the last router statistics and the input tokens this rank processed."""
         config, state, device = self.config, self.state, self.device
         micro = []
         for _ in range(config.grad_accum):
@@ -197,8 +201,10 @@ class _Run:
             if batch is None:
                 raise T5LabError(f"step {state.step + 1}: the training data ran out")
             micro.append(batch)
-        counts = [int((b["labels"] != -100).sum()) for b in micro]
-        total = int(distributed.sum_over_ranks(torch.tensor(sum(counts), device=device)))
+        counts = [int((b["labels"] != -100).sum()) for b in micro]  # host tensors: no device read
+        total = sum(counts)
+        if self.ranks.size > 1:  # the one read a multi-rank step makes: the weights below need the global count
+            total = int(distributed.sum_over_ranks(torch.tensor(total, device=device)))
         if total == 0:
             raise T5LabError(f"step {state.step + 1}: the batch has no target tokens (every label is -100)")
         step_loss = torch.zeros((), device=device)
@@ -213,7 +219,7 @@ class _Run:
                     # Ranks average gradients: scaled by the world size, the sum over ranks is the mean over
                     # the global batch's target tokens.
                     loss = output.loss.float() * (n * self.ranks.size / total)
-                    loss.backward()
+                    self.scaling.backward(loss)
                 step_loss += loss.detach()
                 routers = getattr(output, "router", None) or []
                 tokens += batch["input_ids"].numel()
@@ -224,21 +230,19 @@ class _Run:
                     f"examples does not fit in memory on {device}; use a smaller --batch_size or more gradient "
                     "accumulation (--grad_accum)") from None
             raise
-        loss_value = float(distributed.sum_over_ranks(step_loss)) / self.ranks.size
-        if not math.isfinite(loss_value):
-            kept = latest_checkpoint(self.ckpt_root)
-            raise T5LabError(
-                f"step {state.step + 1}: the training loss is {loss_value}; stopped (last good checkpoint: "
-                f"{kept if kept else 'none'}); try a lower --lr, more warmup or fp32 precision")
+        self.scaling.unscale(self.optimizer)
         grad_norm = parallel.clip_gradients(self.params, config.clip)
         self.lr_used = self.optimizer.param_groups[0]["lr"]
-        self.optimizer.step()
+        self.scaling.step(self.optimizer)
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         state.step += 1
-        state.log_loss_sum += loss_value
-        state.log_steps += 1
-        return loss_value, grad_norm, routers, tokens
+        self.pending.add(state.step, distributed.sum_over_ranks(step_loss), grad_norm)
+        return routers, tokens
+
+    def _read_losses(self) -> None:
+        """Read the steps' losses since the last read (see `deferred`); stops the run at a non-finite one."""
+        self.pending.read(self.state, self.ckpt_root)
 
     def _evaluate(self) -> dict[str, float]:
         """Held-out loss (every rank alike, so FSDP's collectives line up) and the evaluator; rank 0 logs."""
@@ -270,10 +274,12 @@ class _Run:
 
     def _checkpoint(self) -> Path:
         config, state = self.config, self.state
+        self._read_losses()  # never checkpoint a step that went non-finite
         data = self.batches.state_dict()
         if self.ranks.size > 1 and hasattr(self.batches, "merge_states"):
             # One world-size-independent position from every rank's lanes: resumable on any world size.
             data = self.batches.merge_states(distributed.gather_objects(data))
-        training = {"scheduler": self.scheduler.state_dict(), "data": data, "loop": state.state_dict()}
+        training = {"scheduler": self.scheduler.state_dict(), "data": data, "loop": state.state_dict(),
+                    **self.scaling.state_dict()}
         return resuming.save(self.ckpt_root, state.step, self.model, self.optimizer, training, self.meta,
                                 config.keep_last)

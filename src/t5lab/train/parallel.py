@@ -76,13 +76,13 @@ def gradient_sync(module: nn.Module, enabled: bool):
     yield
 
 
-def clip_gradients(parameters: list[nn.Parameter], max_norm: float) -> float:
+def clip_gradients(parameters: list[nn.Parameter], max_norm: float) -> torch.Tensor:
     """Clip the global gradient norm (over all ranks' shards under FSDP2) to `max_norm` (0: no clipping);
-    returns the norm before clipping."""
+    returns the norm before clipping, on the device (read it when it is logged: a read waits for the device)."""
     norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm if max_norm > 0 else math.inf)
     if isinstance(norm, DTensor):
         norm = norm.full_tensor()
-    return float(norm)
+    return norm
 
 
 def unwrap(module: nn.Module) -> nn.Module:

@@ -89,12 +89,21 @@ def describe_run(config: TrainConfig, world_size: int, device: torch.device, dty
         notes.append(f"{world_size} ranks, parallel {config.parallel}, "
                      f"{config.rank_micro_batch_size(world_size)} examples per rank and micro-batch")
     if config.precision == "auto" and dtype != machine_dtype:
-        notes.append(f"precision auto: {'bf16 autocast' if dtype else 'fp32'}, as the run began (this machine "
-                     f"alone would choose {'bf16 autocast' if machine_dtype else 'fp32'})")
+        notes.append(f"precision auto: {_arithmetic(dtype)}, as the run began (this machine alone would choose "
+                     f"{_arithmetic(machine_dtype)})")
+    elif config.precision == "auto" and dtype == torch.float16:
+        notes.append(f"precision auto: {_arithmetic(dtype)}, as this {device.type.upper()} has no native bf16 "
+                     "(--precision fp32 for full precision)")
     elif config.precision == "auto" and dtype is not None:
-        notes.append(f"precision auto: bf16 autocast, which this {device.type.upper()} computes natively "
+        notes.append(f"precision auto: {_arithmetic(dtype)}, which this {device.type.upper()} computes natively "
                      "(--precision fp32 for full precision)")
     return notes
+
+
+def _arithmetic(dtype: torch.dtype | None) -> str:
+    if dtype is None:
+        return "fp32"
+    return "fp16 autocast with a gradient scaler" if dtype == torch.float16 else "bf16 autocast"
 
 
 class Progress:
