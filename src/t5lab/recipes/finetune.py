@@ -54,7 +54,7 @@ def finetune(
     seed: int = 0,
     resume: bool = False,
     device: str = "auto",
-    precision: Literal["auto", "fp32", "bf16"] = "auto",
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto",
     log_every: int = 10,
     progress: bool = True,
     lora_rank: int = 0,
@@ -96,7 +96,8 @@ def finetune(
         seed: seeds the data order, dropout and a shape-name model's initialisation.
         resume: continue from the latest checkpoint in `out`.
         device: auto, cpu, cuda or cuda:N.
-        precision: auto (bf16 autocast on GPUs and CPUs that compute bf16 natively, else fp32), fp32 or bf16.
+        precision: auto (bf16 autocast where the device computes bf16 natively; fp16 with a gradient scaler on
+            CUDA GPUs without bf16; else fp32), fp32, bf16 or fp16.
         log_every: training rows in metrics.jsonl every this many steps.
         progress: show progress on stderr.
         lora_rank: train LoRA adapters of this rank (peft; `pip install 't5lab[lora]'`) instead of every

@@ -77,7 +77,8 @@ def pretrain(
         log_every: a metrics row every this many steps.
         seed: seeds initialisation, dropout and data order.
         device: 'auto', 'cpu', 'cuda' or 'cuda:N'.
-        precision: 'auto' (bf16 autocast on GPUs and CPUs that compute bf16 natively, else fp32), 'fp32' or 'bf16'.
+        precision: 'auto' (bf16 autocast where the device computes bf16 natively; fp16 with a gradient scaler on
+            CUDA GPUs without bf16; else fp32), 'fp32', 'bf16' or 'fp16'.
         compile: run the model through torch.compile.
         parallel: under torchrun, 'ddp' or 'fsdp' (FSDP2, sharded per T5 block); see docs/distributed.md.
         activation_checkpointing: recompute each T5 block's activations in the backward pass (less memory).
