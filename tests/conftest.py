@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
+# Named, not `conftest`: a test module that imports these would otherwise get whichever conftest pytest
+# loaded last (tests/kernels has its own), i.e. depend on the order the tests run in.
+from shared_test_data import REPO_ROOT, TINY, shared_data_dir  # noqa: F401
+
 from t5lab.config import ModelConfig
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def shared_data_dir() -> Path:
-    """`../shared/data` beside the checkout (as in CI), or $T5LAB_DATA."""
-    return Path(os.environ.get("T5LAB_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 
 @pytest.fixture
@@ -43,23 +39,6 @@ def spiece_model(shared_data: Path) -> Path:
     if not path.is_file():
         pytest.skip(f"{path} is absent")
     return path
-
-
-# Odd, distinct dims so that a swapped or transposed weight fails loudly instead of passing by accident:
-# d_model 24, 3 heads of d_kv 10 (inner 30 != d_model), d_ff 37, 2 encoder and 3 decoder layers.
-TINY = ModelConfig(
-    name="tiny-test",
-    vocab_size=101,
-    d_model=24,
-    d_ff=37,
-    d_kv=10,
-    num_heads=3,
-    num_encoder_layers=2,
-    num_decoder_layers=3,
-    relative_attention_num_buckets=8,
-    relative_attention_max_distance=20,
-    dropout=0.0,
-)
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ import random
 from pathlib import Path
 
 import pytest
-from conftest import shared_data_dir
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from shared_test_data import shared_data_dir
 
 from t5lab.data.tokenizer import Tokenizer
 from t5lab.errors import T5LabError

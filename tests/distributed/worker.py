@@ -22,7 +22,7 @@ TESTS = Path(__file__).resolve().parents[1]
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-from conftest import TINY  # noqa: E402
+from shared_test_data import TINY  # noqa: E402
 from train.synthetic import GlobalBatches  # noqa: E402
 
 from t5lab import build_model  # noqa: E402
