@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from t5lab.config import ModelConfig
-from t5lab.data.pretraining import DataConfig
+from t5lab.data.config import DataConfig
 from t5lab.errors import T5LabError
 from t5lab.files import write_atomic
 from t5lab.train.config import TrainConfig
