@@ -70,7 +70,9 @@ def _shell_style(argv: list[str], commands: dict[str, Callable]) -> list[str]:
     if not argv or argv[0] not in commands:
         return argv
     params = inspect.signature(commands[argv[0]]).parameters
-    flags = {name for name, p in params.items() if p.annotation in (bool, "bool")}
+    if "recipe" in params:
+        argv = _recipe_as_config(argv)
+    flags = {name for name, p in params.items() if p.annotation in (bool, "bool", "bool | None")}
     lists = {name for name, p in params.items() if str(p.annotation).startswith("list[")}
     words = next((name for name in ("names", "results", "texts") if name in params), None)
     required = [n for n, p in params.items() if p.default is inspect.Parameter.empty and n != words]
@@ -122,6 +124,21 @@ def _shell_style(argv: list[str], commands: dict[str, Callable]) -> list[str]:
     if params[words].default is inspect.Parameter.empty:
         return out[:1] + [json.dumps(bare)] + out[1:]
     return out + [item for word in bare for item in (f"--{words}+", word)]
+
+
+def _recipe_as_config(argv: list[str]) -> list[str]:
+    """A command with a `recipe` (pretrain) has one config format, its recipe: `--config FILE` reads one as
+    `--recipe FILE` does, and `--print_config` prints the resolved recipe (`--print_recipe`) rather than
+    jsonargparse's flat list of flags, most of them "use the recipe's"."""
+    out: list[str] = []
+    for arg in argv:
+        if arg == "--print_config" or arg.startswith("--print_config="):
+            out += ["--print_recipe", "true"]
+        elif arg == "--config" or arg.startswith("--config="):
+            out.append("--recipe" + arg.removeprefix("--config"))
+        else:
+            out.append(arg)
+    return out
 
 
 def _argument_error(message: str) -> str:

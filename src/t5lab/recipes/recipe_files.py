@@ -8,8 +8,10 @@ A pre-training recipe has four sections, each a typed config, plus the model and
     data: {sources: [builtin], inputs_length: 128}   # DataConfig fields (batch_size, grad_accum come from train)
     train: {steps: 300, batch_size: 16}              # TrainConfig fields
 
-Packaged recipes (`t5lab pretrain --recipe NAME`): see `packaged_recipes()`; their files live beside this
-module. A resolved recipe is written to the run folder as `recipe.yaml`, so `--resume` needs nothing else.
+This is `t5lab pretrain`'s one config format: `--config FILE` and `--recipe NAME|FILE` read it (the CLI
+maps `--config` to `--recipe` for pretrain), `--print_config` prints the resolved recipe in it (flags
+applied, every field written), a packaged recipe (`--recipe NAME`, see `packaged_recipes()`; files beside
+this module) is one, and so is the run folder's `recipe.yaml`, so `--resume` needs nothing else.
 """
 
 from __future__ import annotations
@@ -57,8 +59,12 @@ class PretrainRecipe:
             "train": {k: plain(v) for k, v in dataclasses.asdict(self.train).items()},
         }
 
+    def to_yaml(self) -> str:
+        """The complete recipe as a recipe file: `--config` (or `--recipe`) of it reproduces this recipe."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
     def save(self, path: str | Path) -> None:
-        write_atomic(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False).encode())
+        write_atomic(Path(path), self.to_yaml().encode())
 
 
 def _packaged() -> Traversable:
