@@ -97,3 +97,17 @@ def test_print_config_and_a_config_error_are_torch_free_and_one_line(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
     assert done.stdout.strip().splitlines()[-1] == "[]"
     assert done.stderr.count("\n") == 1 and "train.warmpu" in done.stderr
+
+
+def test_a_run_folders_recipe_resumes_and_an_older_format_is_refused_in_one_line(capsys, tmp_path):
+    from t5lab.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.yaml").write_text(yaml_text(_printed(capsys, "--steps", "3")))
+    assert _printed(capsys, "--out", str(run), "--resume", "true")["train"]["steps"] == 3
+    # Run folders of the first pretrain (before the derived batch fields were dropped) wrote data.batch_size.
+    (run / "recipe.yaml").write_text("model: t5-efficient-tiny\ndata: {batch_size: 8}\ntrain: {batch_size: 8}\n")
+    assert main(["pretrain", "--out", str(run), "--resume", "true", "--print_config"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{run / 'recipe.yaml'}: 'data.batch_size' is derived" in err

@@ -154,8 +154,8 @@ def parse_recipe(where: str, text: str, overrides: dict[str, dict[str, Any]] | N
     data_fields = dict(sections["data"])
     for derived in ("batch_size", "grad_accum"):
         if derived in data_fields:
-            raise T5LabError(f"{where}: 'data.{derived}' is derived from train.batch_size and train.grad_accum; "
-                             "remove it")
+            raise T5LabError(f"{where}: 'data.{derived}' is derived from train.batch_size and train.grad_accum "
+                             "(run folders of the first t5lab pretrain wrote it); remove it")
     data_fields.setdefault("seed", train.seed)
     data = _build(DataConfig, where, "data",
                   {**data_fields, "batch_size": train.micro_batch_size, "grad_accum": train.grad_accum})
