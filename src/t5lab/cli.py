@@ -132,10 +132,11 @@ def _recipe_as_config(argv: list[str]) -> list[str]:
     jsonargparse's flat list of flags, most of them "use the recipe's"."""
     out: list[str] = []
     for arg in argv:
-        if arg == "--print_config" or arg.startswith("--print_config="):
+        key, eq, value = arg.partition("=")
+        if key in ("--print_config", "--print-config"):
             out += ["--print_recipe", "true"]
-        elif arg == "--config" or arg.startswith("--config="):
-            out.append("--recipe" + arg.removeprefix("--config"))
+        elif key == "--config":
+            out.append("--recipe" + eq + value)
         else:
             out.append(arg)
     return out
@@ -155,14 +156,16 @@ def _argument_error(message: str) -> str:
     return f"--{key.group(1).replace('_', '-')}{given}: expected {wanted}"
 
 
-def _formatter() -> type:
+def _formatter(takes_recipe: bool) -> type:
     """jsonargparse's help formatter showing flags as `--batch-size`, the one spelling the docs use (the
-    parser takes both)."""
+    parser takes both), and for a command with a recipe, `--config` as what it is there."""
     from jsonargparse import DefaultHelpFormatter
 
     class DashedFlags(DefaultHelpFormatter):
         def format_help(self) -> str:
-            return re.sub(r"--\w+", lambda m: m.group(0).replace("_", "-"), super().format_help())
+            text = re.sub(r"--\w+", lambda m: m.group(0).replace("_", "-"), super().format_help())
+            return text.replace("Path to a configuration file.", "A recipe file (as --recipe).") if takes_recipe \
+                else text
 
     return DashedFlags
 
@@ -180,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = {args[0]: command(args[0])}
     try:
         CLI(commands, args=_shell_style(args, commands), as_positional=True, prog="t5lab", exit_on_error=False,
-            formatter_class=_formatter())
+            formatter_class=_formatter("recipe" in inspect.signature(commands[args[0]]).parameters))
     except ArgumentError as e:
         print(f"t5lab {args[0]}: error: {_argument_error(str(e))}", file=sys.stderr)
         return 2

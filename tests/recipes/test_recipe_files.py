@@ -40,6 +40,8 @@ def test_print_config_is_a_complete_recipe_that_config_reproduces(capsys, tmp_pa
     (or `--recipe` of it) resolves to the same recipe; a packaged recipe is such a file."""
     import dataclasses
 
+    import yaml
+
     from t5lab.data.config import DataConfig
     from t5lab.recipes.recipe_files import _packaged
     from t5lab.train.config import TrainConfig
@@ -54,6 +56,13 @@ def test_print_config_is_a_complete_recipe_that_config_reproduces(capsys, tmp_pa
     assert _printed(capsys, f"--config={saved}", "--steps", "6")["train"]["steps"] == 6  # flags override it
     packaged = str(_packaged() / "quickstart-cpu.yaml")
     assert _printed(capsys, "--config", packaged) == _printed(capsys, "--recipe", "quickstart-cpu") == _printed(capsys)
+    from t5lab.cli import main
+
+    assert main(["pretrain", "--print-config", "--steps", "4"]) == 0  # the spelling --help shows
+    assert yaml.safe_load(capsys.readouterr().out)["train"]["steps"] == 4
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    assert "--config CONFIG       A recipe file (as --recipe)." in capsys.readouterr().out
 
 
 def yaml_text(recipe: dict) -> str:
