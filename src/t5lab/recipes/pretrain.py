@@ -53,8 +53,8 @@ def pretrain(
     T5-v1.1-base recipe: batch 128, 65,536 steps, AdamWScale 2e-2, cosine to 1e-5, bf16).
     Values given here override the recipe's. A recipe is pretrain's config file: `--config FILE` reads
     one, `--print_config` prints the resolved one (every field), and a run writes it as OUT/recipe.yaml.
-    Writes OUT/final (config.json, model.safetensors,
-    spiece.model, README.md), OUT/metrics.jsonl, OUT/loss.png, OUT/checkpoints/ and OUT/recipe.yaml.
+    Writes OUT/final (config.json, model.safetensors, spiece.model, README.md), OUT/metrics.jsonl,
+    OUT/loss.png, OUT/checkpoints/ and OUT/recipe.yaml.
 
     Args:
         recipe: a recipe YAML file or a packaged recipe name (default: quickstart-cpu; with --resume, the
