@@ -131,3 +131,20 @@ def test_shapes_table_fits_100_columns_and_names_its_lengths(capsys) -> None:
 
 def test_bench_writes_no_file_unless_asked() -> None:
     assert inspect.signature(command("bench")).parameters["out"].default is None
+
+
+def test_evaluate_and_finetune_share_the_task_runtime_and_generation_groups(capsys) -> None:
+    """One definition of --tokenizer, --data-dir, --device, --seed and the generation flags, with one help text."""
+    from t5lab.recipes.options import EvaluationOptions
+
+    helps = []
+    for name in ("evaluate", "finetune"):
+        params = inspect.signature(command(name)).parameters
+        assert not {"tokenizer", "data_dir", "device", "seed", "num_beams"} & set(params)
+        assert "EvaluationOptions" in str(params["options"].annotation)
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        helps.append(capsys.readouterr().out)
+    shared = helps[0][helps[0].index("  --tokenizer"):]
+    assert shared in helps[1] and "--data-dir" in shared and "auto (the default)" in shared
+    assert set(EvaluationOptions.__annotations__) >= {"tokenizer", "data_dir", "device", "seed", "max_new_tokens"}

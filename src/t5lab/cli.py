@@ -70,7 +70,9 @@ def _shell_style(argv: list[str], commands: dict[str, Callable]) -> list[str]:
     if not argv or argv[0] not in commands:
         return argv
     params = inspect.signature(commands[argv[0]]).parameters
-    flags = {name for name, p in params.items() if p.annotation in (bool, "bool")}
+    if "recipe" in params:
+        argv = _recipe_as_config(argv)
+    flags = {name for name, p in params.items() if p.annotation in (bool, "bool", "bool | None")}
     lists = {name for name, p in params.items() if str(p.annotation).startswith("list[")}
     words = next((name for name in ("names", "results", "texts") if name in params), None)
     required = [n for n, p in params.items() if p.default is inspect.Parameter.empty and n != words]
@@ -124,6 +126,22 @@ def _shell_style(argv: list[str], commands: dict[str, Callable]) -> list[str]:
     return out + [item for word in bare for item in (f"--{words}+", word)]
 
 
+def _recipe_as_config(argv: list[str]) -> list[str]:
+    """A command with a `recipe` (pretrain) has one config format, its recipe: `--config FILE` reads one as
+    `--recipe FILE` does, and `--print_config` prints the resolved recipe (`--print_recipe`) rather than
+    jsonargparse's flat list of flags, most of them "use the recipe's"."""
+    out: list[str] = []
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        if key in ("--print_config", "--print-config"):
+            out += ["--print_recipe", "true"]
+        elif key == "--config":
+            out.append("--recipe" + eq + value)
+        else:
+            out.append(arg)
+    return out
+
+
 def _argument_error(message: str) -> str:
     """jsonargparse's report of a value that fits no accepted type (a multi-line union dump), as one line
     naming the flag, the value and the types it accepts."""
@@ -138,14 +156,16 @@ def _argument_error(message: str) -> str:
     return f"--{key.group(1).replace('_', '-')}{given}: expected {wanted}"
 
 
-def _formatter() -> type:
+def _formatter(takes_recipe: bool) -> type:
     """jsonargparse's help formatter showing flags as `--batch-size`, the one spelling the docs use (the
-    parser takes both)."""
+    parser takes both), and for a command with a recipe, `--config` as what it is there."""
     from jsonargparse import DefaultHelpFormatter
 
     class DashedFlags(DefaultHelpFormatter):
         def format_help(self) -> str:
-            return re.sub(r"--\w+", lambda m: m.group(0).replace("_", "-"), super().format_help())
+            text = re.sub(r"--\w+", lambda m: m.group(0).replace("_", "-"), super().format_help())
+            return text.replace("Path to a configuration file.", "A recipe file (as --recipe).") if takes_recipe \
+                else text
 
     return DashedFlags
 
@@ -163,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = {args[0]: command(args[0])}
     try:
         CLI(commands, args=_shell_style(args, commands), as_positional=True, prog="t5lab", exit_on_error=False,
-            formatter_class=_formatter())
+            formatter_class=_formatter("recipe" in inspect.signature(commands[args[0]]).parameters))
     except ArgumentError as e:
         print(f"t5lab {args[0]}: error: {_argument_error(str(e))}", file=sys.stderr)
         return 2

@@ -79,6 +79,11 @@ def test_pretrain_writes_a_checkpoint_card_curve_and_golden_losses(recipe, tmp_p
         assert losses[step] == pytest.approx(expected, rel=1e-3), step
     evals = [r for r in read_metrics(out / "metrics.jsonl") if r.get("split") == "eval"]
     assert [r["step"] for r in evals] == [4, 8, 12] and evals[-1]["eval_loss"] < evals[0]["eval_loss"]
+    # The run folder's recipe.yaml is the one config format: what --print_config printed for these flags,
+    # and what --resume reads.
+    for argv in (["--recipe", str(recipe), "--precision", "fp32", "--progress", "false"], ["--resume", "true"]):
+        assert main(["pretrain", *argv, "--out", str(out), "--print_config"]) == 0
+        assert capsys.readouterr().out == (out / "recipe.yaml").read_text()
 
     # Continued pre-training from the exported folder starts where the first run ended, not at random init.
     more = tmp_path / "more"

@@ -20,15 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 
+from t5lab.data.config import OBJECTIVES, Objective
 from t5lab.data.span_corruption import SpanCorruption
 from t5lab.errors import T5LabError
-
-Objective = Literal["span_corruption", "ul2"]
-OBJECTIVES: tuple[str, ...] = ("span_corruption", "ul2")
 
 # (mode, mean span length or None for the prefix LM, noise density / suffix fraction)
 UL2_DENOISERS: tuple[tuple[str, float | None, float], ...] = (

@@ -14,25 +14,21 @@ from typing_extensions import Unpack
 
 from t5lab.errors import T5LabError
 from t5lab.files import write_atomic
-from t5lab.recipes.options import GenerationOptions, with_defaults
+from t5lab.recipes.options import EvaluationOptions, with_defaults
 from t5lab.recipes.run_outputs import write_predictions
 
 
 def evaluate(
     task: str | list[str],
     model: str,
-    tokenizer: str | None = None,
     split: str = "validation",
-    data_dir: str | None = None,
     batch_size: int = 32,
     out: str | None = None,
     limit: int | None = None,
-    device: str = "auto",
-    seed: int = 0,
     data: list[str] | None = None,
     noise_density: float = 0.15,
     mean_span: float = 3.0,
-    **generation: Unpack[GenerationOptions],
+    **options: Unpack[EvaluationOptions],
 ) -> dict[str, dict[str, float]]:
     """Evaluate a model on a task split: batched generation, the task's metric, predictions and a summary.
 
@@ -41,23 +37,21 @@ def evaluate(
             span-corruption: held-out span-corruption loss, token accuracy and bits per byte on --data.
         model: a Hugging Face T5 checkpoint folder (with spiece.model) or a shape name (random weights;
             then give --tokenizer).
-        tokenizer: a spiece.model file or its folder (default: the model folder's).
         split: the split to score (validation, test where labelled, ...).
-        data_dir: folder holding the task data (e.g. shared/data); default $T5LAB_DATA.
         batch_size: examples per generation batch.
         out: folder for predictions.jsonl and summary.md (default runs/evaluate/<task>).
         limit: score only the first this many examples of each task.
-        device: auto, cpu, cuda or cuda:N.
-        seed: initialisation seed of a shape-name model (span-corruption: also the noise seed).
         data: span-corruption: the text to score (files, globs or hf:NAME), every document once; inputs
             of --max-input-length tokens.
         noise_density: span-corruption: the share of tokens masked.
         mean_span: span-corruption: the mean length of a masked span.
-        generation: see `GenerationOptions` (num_beams, max_new_tokens, max_input_length, max_target_length).
+        options: the shared groups (`EvaluationOptions`): --tokenizer, --data-dir, --device, --seed,
+            --num-beams, --max-new-tokens, --max-input-length, --max-target-length.
     """
-    options = with_defaults(generation)
-    num_beams, max_new_tokens = options["num_beams"], options["max_new_tokens"]
-    max_input_length, max_target_length = options["max_input_length"], options["max_target_length"]
+    given = with_defaults(options)
+    tokenizer, data_dir, device, seed = given["tokenizer"], given["data_dir"], given["device"], given["seed"]
+    num_beams, max_new_tokens = given["num_beams"], given["max_new_tokens"]
+    max_input_length, max_target_length = given["max_input_length"], given["max_target_length"]
     if task == "span-corruption":  # a loss on raw text, not a task with splits and a metric
         from t5lab.recipes.heldout import evaluate_span_corruption
 

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from typing_extensions import Unpack
 
 from t5lab.errors import T5LabError
-from t5lab.recipes.options import GenerationOptions, with_defaults
+from t5lab.recipes.options import EvaluationOptions, with_defaults
 from t5lab.train.config import TrainConfig
 
 # T5's fine-tuning recipe uses Adafactor at a constant 1e-3; AdamW wants a smaller step.
@@ -31,9 +31,7 @@ DEFAULT_LR = {"adafactor": 1e-3, "adamw": 3e-4, "adamwscale": 3e-4}
 def finetune(
     task: str | list[str],
     model: str,
-    tokenizer: str | None = None,
     out: str = "runs/finetune",
-    data_dir: str | None = None,
     steps: int = 1000,
     batch_size: int = 32,
     grad_accum: int = 1,
@@ -51,9 +49,7 @@ def finetune(
     mixing: Literal["examples-proportional", "equal"] = "examples-proportional",
     mixing_cap: int | None = None,
     mixing_temperature: float = 1.0,
-    seed: int = 0,
     resume: bool = False,
-    device: str = "auto",
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto",
     log_every: int = 10,
     progress: bool = True,
@@ -64,7 +60,7 @@ def finetune(
     lora_merge: bool = False,
     tensorboard: bool = False,
     wandb: str | None = None,
-    **generation: Unpack[GenerationOptions],
+    **options: Unpack[EvaluationOptions],
 ) -> dict[str, Any]:
     """Fine-tune a model on a task (or a mixture) and keep the best checkpoint by the task's metric.
 
@@ -73,9 +69,7 @@ def finetune(
             several tasks are mixed T5-style (see `mixing`).
         model: a Hugging Face T5 checkpoint folder (with spiece.model) or a shape name such as
             t5-efficient-tiny (random weights; then give --tokenizer).
-        tokenizer: a spiece.model file or its folder (default: the model folder's).
         out: the run folder (metrics.jsonl, learning_curve.png, checkpoints/, best/).
-        data_dir: folder holding the task data (e.g. shared/data); default $T5LAB_DATA.
         steps: optimiser steps.
         batch_size: training examples per step.
         grad_accum: micro-batches per step (batch_size is split among them).
@@ -93,9 +87,7 @@ def finetune(
         mixing: how several tasks are mixed: examples-proportional (T5) or equal.
         mixing_cap: T5's K: tasks with more examples than this get no more weight.
         mixing_temperature: T5's mixing temperature (1: proportional).
-        seed: seeds the data order, dropout and a shape-name model's initialisation.
         resume: continue from the latest checkpoint in `out`.
-        device: auto, cpu, cuda or cuda:N.
         precision: auto (bf16 autocast where the device computes bf16 natively; fp16 with a gradient scaler on
             CUDA GPUs without bf16; else fp32), fp32, bf16 or fp16.
         log_every: training rows in metrics.jsonl every this many steps.
@@ -110,7 +102,8 @@ def finetune(
         lora_merge: also write best/merged/, a plain checkpoint folder with the adapters merged into the weights.
         tensorboard: also write TensorBoard event files to OUT/tensorboard (pip install 't5lab[tensorboard]').
         wandb: also log to this Weights & Biases project (pip install 't5lab[wandb]').
-        generation: see `GenerationOptions` (num_beams, max_new_tokens, max_input_length, max_target_length).
+        options: the shared groups (`EvaluationOptions`): --tokenizer, --data-dir, --device, --seed,
+            --num-beams, --max-new-tokens, --max-input-length, --max-target-length.
     """
     # Imported here, not at the top, so that the CLI's other commands do not pay for torch.
     from t5lab.data.seq2seq import FinetuneStream, encode_examples, eval_batches
@@ -122,9 +115,10 @@ def finetune(
     from t5lab.train.distributed import RankSlice, world
     from t5lab.train.loop import Monitor, train
 
-    options = with_defaults(generation)
-    num_beams, max_new_tokens = options["num_beams"], options["max_new_tokens"]
-    max_input_length, max_target_length = options["max_input_length"], options["max_target_length"]
+    given = with_defaults(options)
+    tokenizer, data_dir, device, seed = given["tokenizer"], given["data_dir"], given["device"], given["seed"]
+    num_beams, max_new_tokens = given["num_beams"], given["max_new_tokens"]
+    max_input_length, max_target_length = given["max_input_length"], given["max_target_length"]
     tasks = resolve_tasks(task)
     root = resolve_data_dir(data_dir, tasks)
     if early_stopping_patience is not None and early_stopping_patience < 1:

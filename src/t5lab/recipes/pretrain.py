@@ -40,23 +40,26 @@ def pretrain(
     activation_checkpointing: bool | None = None,
     dropout: float | None = None,
     resume: bool = False,
-    progress: bool = True,
+    progress: bool | None = None,
     tensorboard: bool | None = None,
     wandb: str | None = None,
-) -> Path:
+    print_recipe: bool = False,
+) -> Path | None:
     """Pre-train a T5 model with span corruption and save it as a Hugging Face checkpoint.
 
     With no arguments: trains the `quickstart-cpu` recipe (a small T5-efficient-tiny-like model) on the
     built-in corpus (Python's own documentation; no network, no data files) in a few minutes on a CPU.
     Packaged recipes: quickstart-cpu, t5-efficient-tiny, t5-efficient-small, nanot5-base (nanoT5's
     T5-v1.1-base recipe: batch 128, 65,536 steps, AdamWScale 2e-2, cosine to 1e-5, bf16).
-    Values given here override the recipe's. Writes OUT/final (config.json, model.safetensors,
-    spiece.model, README.md), OUT/metrics.jsonl, OUT/loss.png, OUT/checkpoints/ and OUT/recipe.yaml.
+    Values given here override the recipe's. A recipe is pretrain's config file: `--config FILE` reads
+    one, `--print_config` prints the resolved one (every field), and a run writes it as OUT/recipe.yaml.
+    Writes OUT/final (config.json, model.safetensors, spiece.model, README.md), OUT/metrics.jsonl,
+    OUT/loss.png, OUT/checkpoints/ and OUT/recipe.yaml.
 
     Args:
         recipe: a recipe YAML file or a packaged recipe name (default: quickstart-cpu; with --resume, the
-            run's own OUT/recipe.yaml). (Not named `config`: jsonargparse drops a function argument of
-            that name.)
+            run's own OUT/recipe.yaml); `--config FILE` means `--recipe FILE`. (Not named `config`:
+            jsonargparse drops a function argument of that name.)
         model: a registered shape name (random init, vocabulary matched to the tokenizer) or a Hugging Face
             checkpoint folder (continued pre-training).
         data: text sources: files, globs, 'builtin' or 'hf:NAME' (see DataConfig).
@@ -86,24 +89,14 @@ def pretrain(
         resume: continue the run in OUT from its newest intact checkpoint (checksums verified; a corrupt or
             non-finite one is reported and skipped). A folder whose run stopped before its first checkpoint
             starts afresh, with or without --resume. OUT is locked while a run uses it.
-        progress: show progress (a bar on a terminal, a line per tenth of the run otherwise).
+        progress: show progress (a bar on a terminal, a line per tenth of the run otherwise; default: the
+            recipe's, which is true unless it says otherwise).
         tensorboard: also write TensorBoard event files to OUT/tensorboard (pip install 't5lab[tensorboard]').
         wandb: also log to this Weights & Biases project (pip install 't5lab[wandb]'; WANDB_MODE=offline
             keeps the logs local).
+        print_recipe: print the resolved recipe (what `--print_config` does) and exit without training.
     """
-    from t5lab.data.pretraining import PretrainingStream
-    from t5lab.device import resolve_device
-    from t5lab.interop.hf import save_pretrained
-    from t5lab.kernels import apply
     from t5lab.recipes.recipe_files import resolve_recipe
-    from t5lab.recipes.run_outputs import write_pretraining_card
-    from t5lab.recipes.sources import pretraining_model, pretraining_tokenizer
-    from t5lab.recipes.span_sample import held_out_text, span_fill_sample
-    from t5lab.train.checkpoint import check_checkpoint_fits
-    from t5lab.train.distributed import world
-    from t5lab.train.loop import train
-    from t5lab.train.metrics import read_metrics
-    from t5lab.train.run_lock import run_folder_lock
 
     out_dir = Path(out)
     plan = resolve_recipe(recipe, out_dir / RESOLVED, resume, dict(
@@ -119,6 +112,23 @@ def pretrain(
                "parallel": parallel, "activation_checkpointing": activation_checkpointing,
                "tensorboard": tensorboard, "wandb": wandb},
     ))
+    if print_recipe:  # before torch loads: printing a recipe is instant
+        print(plan.to_yaml(), end="")
+        return None
+
+    from t5lab.data.pretraining import PretrainingStream
+    from t5lab.device import resolve_device
+    from t5lab.interop.hf import save_pretrained
+    from t5lab.kernels import apply
+    from t5lab.recipes.run_outputs import write_pretraining_card
+    from t5lab.recipes.sources import pretraining_model, pretraining_tokenizer
+    from t5lab.recipes.span_sample import held_out_text, span_fill_sample
+    from t5lab.train.checkpoint import check_checkpoint_fits
+    from t5lab.train.distributed import world
+    from t5lab.train.loop import train
+    from t5lab.train.metrics import read_metrics
+    from t5lab.train.run_lock import run_folder_lock
+
     _check_is_folder(out_dir)
     ranks = world()
     # Rank 0 holds the run folder's lock (under torchrun the other ranks share its run).

@@ -8,8 +8,10 @@ A pre-training recipe has four sections, each a typed config, plus the model and
     data: {sources: [builtin], inputs_length: 128}   # DataConfig fields (batch_size, grad_accum come from train)
     train: {steps: 300, batch_size: 16}              # TrainConfig fields
 
-Packaged recipes (`t5lab pretrain --recipe NAME`): see `packaged_recipes()`; their files live beside this
-module. A resolved recipe is written to the run folder as `recipe.yaml`, so `--resume` needs nothing else.
+This is `t5lab pretrain`'s one config format: `--config FILE` and `--recipe NAME|FILE` read it (the CLI
+maps `--config` to `--recipe` for pretrain), `--print_config` prints the resolved recipe in it (flags
+applied, every field written), a packaged recipe (`--recipe NAME`, see `packaged_recipes()`; files beside
+this module) is one, and so is the run folder's `recipe.yaml`, so `--resume` needs nothing else.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from t5lab.config import ModelConfig
-from t5lab.data.pretraining import DataConfig
+from t5lab.data.config import DataConfig
 from t5lab.errors import T5LabError
 from t5lab.files import write_atomic
 from t5lab.train.config import TrainConfig
@@ -57,8 +59,12 @@ class PretrainRecipe:
             "train": {k: plain(v) for k, v in dataclasses.asdict(self.train).items()},
         }
 
+    def to_yaml(self) -> str:
+        """The complete recipe as a recipe file: `--config` (or `--recipe`) of it reproduces this recipe."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
     def save(self, path: str | Path) -> None:
-        write_atomic(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False).encode())
+        write_atomic(Path(path), self.to_yaml().encode())
 
 
 def _packaged() -> Traversable:
@@ -148,8 +154,8 @@ def parse_recipe(where: str, text: str, overrides: dict[str, dict[str, Any]] | N
     data_fields = dict(sections["data"])
     for derived in ("batch_size", "grad_accum"):
         if derived in data_fields:
-            raise T5LabError(f"{where}: 'data.{derived}' is derived from train.batch_size and train.grad_accum; "
-                             "remove it")
+            raise T5LabError(f"{where}: 'data.{derived}' is derived from train.batch_size and train.grad_accum "
+                             "(run folders of the first t5lab pretrain wrote it); remove it")
     data_fields.setdefault("seed", train.seed)
     data = _build(DataConfig, where, "data",
                   {**data_fields, "batch_size": train.micro_batch_size, "grad_accum": train.grad_accum})

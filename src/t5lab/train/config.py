@@ -2,7 +2,7 @@
 
 Frozen and free of torch imports, like `ModelConfig`, so recipes can parse and validate a YAML file
 before anything heavy loads. What the model is and where the data comes from live in `ModelConfig` and
-`t5lab.data.pretraining.DataConfig`; a recipe composes the three.
+`t5lab.data.config.DataConfig`; a recipe composes the three.
 """
 
 from __future__ import annotations
