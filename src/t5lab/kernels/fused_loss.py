@@ -97,7 +97,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             columns = torch.arange(h_nD.shape[0], device=h_nD.device)
             grad_Vn.index_put_((target_n, columns), torch.where(keep_n, -1.0 / count.float(), 0.0), accumulate=True)
             grad_Vn = grad_Vn.to(h_nD.dtype)
-            if need_hidden:
+            if grad_hidden_ND is not None:
                 grad_hidden_ND[start : start + rows] = grad_Vn.T @ lowp_weight_VD
             if need_weight:  # accumulated in the weight's dtype
                 if grad_weight_VD is None:
