@@ -45,8 +45,8 @@ def evaluate(
                 keep = labels != -100
                 loss_sum += F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(),
                                             ignore_index=-100, reduction="sum").item()
-                correct += (logits.argmax(-1).eq(labels) & keep).sum().item()
-                count += keep.sum().item()
+                correct += int((logits.argmax(-1).eq(labels) & keep).sum())
+                count += int(keep.sum())
     finally:
         model.train(was_training)
     if count == 0:

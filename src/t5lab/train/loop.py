@@ -121,7 +121,7 @@ class _Run:
         self.model, self.lr_used = model, 0.0
         self.blueprint = parallel.blueprint_of(model, config)
         self.wrapped = parallel.parallelize(model, config, device, self.dtype)
-        self.forward = torch.compile(self.wrapped) if config.compile else self.wrapped
+        self.forward: nn.Module = torch.compile(self.wrapped) if config.compile else self.wrapped  # type: ignore[assignment]  # an OptimizedModule
         self.optimizer = build_optimizer(model, config, device)
         self.scheduler = WarmupSchedule(self.optimizer, kind=config.schedule, warmup=config.warmup,
                                         total=config.steps, final_lr=config.final_lr)

@@ -18,6 +18,7 @@ import math
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 
@@ -69,7 +70,7 @@ def gradient_sync(module: nn.Module, enabled: bool):
         with module.no_sync():
             yield
         return
-    if hasattr(module, "set_requires_gradient_sync"):  # FSDP2
+    if isinstance(module, FSDPModule):  # FSDP2
         module.set_requires_gradient_sync(enabled)
     yield
 
