@@ -132,12 +132,13 @@ def generate(
     if copies > 1:
         hidden_BSD = hidden_BSD.repeat_interleave(copies, dim=0)
         attention_mask = None if attention_mask is None else attention_mask.repeat_interleave(copies, dim=0)
+    if config.num_beams > 1:
+        return _beam_search(DecoderSteps(model, hidden_BSD, attention_mask, config.max_new_tokens), config, generator)
+    steps: DecoderSteps | StaticDecoderSteps
     if config.cuda_graph and supports_capture(model, hidden_BSD.device, config.num_beams):
         steps = StaticDecoderSteps(model, hidden_BSD, attention_mask, config.max_new_tokens, capture=True)
     else:
         steps = DecoderSteps(model, hidden_BSD, attention_mask, config.max_new_tokens)
-    if config.num_beams > 1:
-        return _beam_search(steps, config, generator)
     return _greedy_or_sample(steps, config, generator, streamer)
 
 
@@ -181,7 +182,9 @@ class DecoderSteps:
         self.cache = KVCache.empty(len(model.decoder.layers), max_length)
         # Relative bias + causal mask for all positions, once: step t uses row t, keys 0..t.
         self.bias_dtype = bias_dtype(hidden_BSD.dtype, hidden_BSD.device.type)
-        self.bias_table = model.decoder.self_attention_bias().dense(max_length, max_length, self.bias_dtype)
+        bias_table = model.decoder.self_attention_bias().dense(max_length, max_length, self.bias_dtype)
+        assert bias_table is not None  # a decoder's bias is causal, so never empty
+        self.bias_table = bias_table
         self.output = OutputLayer(model)
         config = model.config
         self.start_id, self.pad_id = config.decoder_start_token_id, config.pad_token_id
@@ -290,13 +293,14 @@ def _penalise_repeats(scores_RV: torch.Tensor, history_RL: torch.Tensor, config:
 
 
 def _greedy_or_sample(
-    steps: DecoderSteps,
+    steps: DecoderSteps | StaticDecoderSteps,
     config: GenerationConfig,
     generator: torch.Generator | None,
     streamer: Callable[[torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     B = steps.hidden_BSD.shape[0]
     eos = config.eos_token_id
+    assert eos is not None  # `generate` fills it in from the model config
     out_BT = torch.full((B, config.max_new_tokens), steps.pad_id, dtype=torch.long, device=steps.hidden_BSD.device)
     finished_B = torch.zeros(B, dtype=torch.bool, device=out_BT.device)
     tokens_B = steps.start_tokens(B)
@@ -339,6 +343,7 @@ def _beam_search(steps: DecoderSteps, config: GenerationConfig, generator: torch
     `early_stopping=True`, as soon as it has N finished hypotheses.
     """
     N, M, eos, lp = config.num_beams, config.max_new_tokens, config.eos_token_id, config.length_penalty
+    assert eos is not None  # `generate` fills it in from the model config
     B = steps.hidden_BSD.shape[0] // N
     device = steps.hidden_BSD.device
     running_BNT = torch.full((B, N, M), steps.pad_id, dtype=torch.long, device=device)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from t5lab.data.tasks import Example, generic_task, get_task, list_tasks
 from t5lab.data.tasks.base import glue_input
-from t5lab.data.tasks.scoring import decode_label
+from t5lab.data.tasks.scoring import decode_label, label_scorer
 from t5lab.data.tasks.squad import pad_punctuation
 from t5lab.errors import T5LabError
 
@@ -125,6 +125,14 @@ def test_unlabelled_test_split_cannot_be_scored(shared_data):
     assert examples[0].label is None
     with pytest.raises(T5LabError, match="unlabelled"):
         task.score(["entailment"] * len(examples), examples)
+
+
+def test_label_scorer_alone_refuses_unlabelled_examples():
+    # A scorer called without `Task.score`'s check: a missing label is refused, not scored as a wrong answer.
+    scorer = label_scorer(("no", "yes"), ("accuracy", "f1"))
+    assert scorer(["yes", "no"], [Example("a", "yes", 1), Example("b", "no", 0)]) == {"accuracy": 100.0, "f1": 100.0}
+    with pytest.raises(T5LabError, match="unlabelled"):
+        scorer(["yes", "no"], [Example("a", "yes", 1), Example("b", "no")])
 
 
 def test_score_needs_one_prediction_per_example():

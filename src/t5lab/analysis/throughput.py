@@ -50,7 +50,7 @@ from t5lab.device import autocast, autocast_dtype
 from t5lab.device import resolve_device as train_device
 from t5lab.errors import T5LabError
 from t5lab.kernels import apply
-from t5lab.model import KVCache, build_model
+from t5lab.model import T5, KVCache, build_model
 
 Precision = Literal["auto", "fp32", "bf16"]
 
@@ -198,7 +198,7 @@ def measure_training(model: nn.Module, batch: dict[str, torch.Tensor], device: t
 
 
 @torch.no_grad()
-def greedy_decode(model: nn.Module, input_ids_BS: torch.Tensor, num_tokens: int) -> torch.Tensor:
+def greedy_decode(model: T5, input_ids_BS: torch.Tensor, num_tokens: int) -> torch.Tensor:
     """Encode once, then exactly `num_tokens` greedy steps with the KV cache (no early stop at EOS)."""
     hidden_BSD, _ = model.encode(input_ids_BS)
     cache = KVCache.empty(model.config.num_decoder_layers, num_tokens)
@@ -212,7 +212,7 @@ def greedy_decode(model: nn.Module, input_ids_BS: torch.Tensor, num_tokens: int)
     return torch.cat(out, dim=1)
 
 
-def measure_inference(model: nn.Module, input_ids_BS: torch.Tensor, target_length: int, device: torch.device,
+def measure_inference(model: T5, input_ids_BS: torch.Tensor, target_length: int, device: torch.device,
                       dtype: torch.dtype, repeats: int, warmup: int = 1) -> Timing:
     """Seconds to encode a batch and greedily decode `target_length` tokens for every example."""
     model.eval()

@@ -12,12 +12,13 @@ from __future__ import annotations
 import functools
 import glob
 import gzip
+import io
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 from t5lab.data.builtin_corpus import BUILTIN, builtin_documents
 from t5lab.errors import T5LabError
@@ -66,7 +67,7 @@ def source_format(source: str, fmt: Format = "auto") -> str:
     return _SUFFIX_FORMATS[suffix]
 
 
-def _open_binary(path: str) -> IO[bytes]:
+def _open_binary(path: str) -> io.BufferedIOBase:
     try:
         return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")  # noqa: SIM115
     except OSError as e:
@@ -151,6 +152,19 @@ def plan_pieces(sources: Sequence[str], fmt: Format = "auto", paragraphs: bool =
 Lazy = Callable[[], str]
 
 
+def _given(text: str) -> Lazy:
+    """A document its reader has decoded already (Parquet, datasets, the built-in text)."""
+    return lambda: text
+
+
+def _line_text(raw: bytes, path: str, offset: int) -> str:
+    return _decode(raw, path, offset).rstrip("\r\n")
+
+
+def _paragraph_text(lines: list[bytes], path: str, offset: int) -> str:
+    return _decode(b"".join(lines), path, offset).strip()
+
+
 def _lines(piece: Piece, position: int | None) -> Iterator[tuple[bytes, int, int]]:
     """(line, its byte offset, the offset after it) for the lines starting in the piece, from `position`
     (a line start returned earlier; None: the piece's start). Reads no byte before the piece but the one
@@ -178,7 +192,7 @@ def _read_text(piece: Piece, paragraphs: bool, position: int | None) -> Iterator
     if not paragraphs:
         for raw, at, after in _lines(piece, position):
             if raw.strip():
-                yield (lambda raw=raw, at=at: _decode(raw, path, at).rstrip("\r\n")), after
+                yield functools.partial(_line_text, raw, path, at), after
         return
     lines: list[bytes] = []
     first = 0
@@ -188,10 +202,10 @@ def _read_text(piece: Piece, paragraphs: bool, position: int | None) -> Iterator
                 first = at
             lines.append(raw)
         elif lines:
-            yield (lambda lines=lines, first=first: _decode(b"".join(lines), path, first).strip()), after
+            yield functools.partial(_paragraph_text, lines, path, first), after
             lines = []
     if lines:
-        yield (lambda lines=lines, first=first: _decode(b"".join(lines), path, first).strip()), after
+        yield functools.partial(_paragraph_text, lines, path, first), after
 
 
 def _read_jsonl(piece: Piece, text_field: str, position: int | None) -> Iterator[tuple[Lazy, int]]:
@@ -211,7 +225,7 @@ def _read_jsonl(piece: Piece, text_field: str, position: int | None) -> Iterator
 
     for raw, at, after in _lines(piece, position):
         if raw.strip():
-            yield (lambda raw=raw, at=at: parse(raw, at)), after
+            yield functools.partial(parse, raw, at), after
 
 
 def _parquet(path: str, text_field: str) -> tuple[Any, tuple[type[Exception], ...]]:
@@ -238,7 +252,7 @@ def _read_parquet(piece: Piece, text_field: str) -> Iterator[Lazy]:
         for batch in file.iter_batches(batch_size=1024, row_groups=row_groups, columns=[text_field]):
             for text in batch.column(0).to_pylist():
                 if isinstance(text, str) and text.strip():  # nulls and empty rows are not documents
-                    yield lambda text=text: text
+                    yield _given(text)
     except unreadable as e:
         raise T5LabError(f"{piece.source}: not a readable Parquet file ({e})") from None
 
@@ -292,7 +306,7 @@ def _read_hf(piece: Piece, text_field: str) -> Iterator[Lazy]:
     for record in data:
         text = record[text_field]
         if isinstance(text, str) and text.strip():
-            yield lambda text=text: text
+            yield _given(text)
 
 
 def _counted(docs: Iterator[Lazy], position: int | None) -> Iterator[tuple[Lazy, int]]:
@@ -309,7 +323,7 @@ def read_piece(piece: Piece, text_field: str = "text", paragraphs: bool = False,
     returned earlier; None: the start). Plain and gzip files seek to it (gzip by decompressing up to it);
     Parquet, datasets and `builtin` skip that many documents."""
     if piece.fmt == BUILTIN:
-        return _counted((lambda d=d: d for d in builtin_documents()), position)
+        return _counted((_given(d) for d in builtin_documents()), position)
     if piece.fmt == "hf":
         return _counted(_read_hf(piece, text_field), position)
     if piece.fmt == "parquet":

@@ -50,9 +50,15 @@ class TokenizerLike(Protocol):
 
 
 class Denoiser(Protocol):
-    tokens_length: int
-    inputs_length: int
-    targets_length: int
+    # Read-only (properties): a frozen dataclass's fields and computed properties both satisfy them.
+    @property
+    def tokens_length(self) -> int: ...
+
+    @property
+    def inputs_length(self) -> int: ...
+
+    @property
+    def targets_length(self) -> int: ...
 
     def __call__(self, chunks_BL: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]: ...
 

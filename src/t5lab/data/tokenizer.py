@@ -26,6 +26,7 @@ import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import sentencepiece as spm
 
@@ -127,7 +128,7 @@ class Tokenizer:
                     failure.append(T5LabError(f"{item}: cannot read training text ({e})"))
                     return
 
-        options: dict[str, object] = {
+        options: dict[str, Any] = {  # SentencePieceTrainer's keyword options, each of its own type
             "model_type": "unigram",
             "vocab_size": vocab_size,
             **{"pad_id": 0, "eos_id": 1, "unk_id": 2, "bos_id": -1},

@@ -16,6 +16,7 @@ original parameters (same objects, same state-dict keys), so apply before buildi
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -29,6 +30,8 @@ from t5lab.kernels.rms_norm import FastRMSNorm
 from t5lab.model import T5
 from t5lab.model.attention import Attention, Kernel
 from t5lab.model.layers import RMSNorm
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 ATTENTION_CHOICES = (*ATTENTION_KERNELS, "triton")
 
@@ -47,7 +50,7 @@ def attention_kernel(name: str) -> Kernel:
     return ATTENTION_KERNELS[name]
 
 
-def set_attention(model: nn.Module, name: str) -> nn.Module:
+def set_attention(model: ModuleT, name: str) -> ModuleT:
     """Give every attention layer of `model` the kernel called `name`; returns `model`."""
     kernel = attention_kernel(name)
     for module in model.modules():
@@ -73,18 +76,20 @@ def apply(model: T5, *, device: torch.device | str, training: bool | None = None
             module.kernel = kernel
     if device_type == "cpu":
         count_onednn_flops()
-        _replace(model, lambda m: type(m) is nn.Linear and m.bias is None, _cpu_linear)
-    _replace(model, lambda m: type(m) is RMSNorm, _fast_norm)
-    _replace(model, lambda m: type(m) is nn.Dropout, _cpu_dropout)
+        _replace(model, nn.Linear, _cpu_linear, when=lambda m: m.bias is None)
+    _replace(model, RMSNorm, _fast_norm)
+    _replace(model, nn.Dropout, _cpu_dropout)
     if training is not False:
         model.output_loss = FusedOutputLoss()
     return model
 
 
-def _replace(model: nn.Module, matches: Callable[[nn.Module], bool], make: Callable[[nn.Module], nn.Module]) -> None:
+def _replace(model: nn.Module, kind: type[ModuleT], make: Callable[[ModuleT], nn.Module],
+             when: Callable[[ModuleT], bool] = lambda m: True) -> None:
+    # Exactly `kind`, not a subclass: a subclass may be a speed path put in already.
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if matches(child):
+            if type(child) is kind and when(child):
                 setattr(parent, name, make(child).train(child.training))
 
 

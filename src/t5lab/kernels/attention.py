@@ -49,7 +49,7 @@ def triton_or(fallback: Kernel) -> Kernel | None:
         return None
 
     def triton_kernel(q, k, v, bias: AttentionBias, dropout_p: float) -> torch.Tensor:
-        if not triton_attention.supports(q, k, bias, dropout_p):
+        if bias.table_RH is None or not triton_attention.supports(q, k, bias, dropout_p):
             return fallback(q, k, v, bias, dropout_p)
         return triton_attention.t5_attention(
             q, k, v, bias.table_RH, bidirectional=bias.bidirectional, num_buckets=bias.num_buckets,

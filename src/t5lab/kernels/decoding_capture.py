@@ -39,19 +39,20 @@ class StaticKVCache(KVCache):
 
     @classmethod
     def empty(cls, num_layers: int, max_length: int, device: torch.device | None = None) -> StaticKVCache:
-        none = [None] * num_layers
+        none: list[torch.Tensor | None] = [None] * num_layers
         position = torch.zeros(1, dtype=torch.long, device=device)
-        return cls(max_length, 0, *(list(none) for _ in range(4)), position=position)
+        return cls(max_length, 0, list(none), list(none), list(none), list(none), position=position)
 
     def append(self, layer: int, k_BGTK: torch.Tensor, v_BGTK: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.self_k[layer] is None:
+        keys, values = self.self_k[layer], self.self_v[layer]
+        if keys is None or values is None:
             B, G, _, K = k_BGTK.shape
             # Zeros, not empty: unwritten keys are masked, but 0 * NaN from stale memory would still be NaN.
-            self.self_k[layer] = k_BGTK.new_zeros(B, G, self.max_length, K)
-            self.self_v[layer] = v_BGTK.new_zeros(B, G, self.max_length, K)
-        self.self_k[layer].index_copy_(2, self.position, k_BGTK)
-        self.self_v[layer].index_copy_(2, self.position, v_BGTK)
-        return self.self_k[layer], self.self_v[layer]
+            keys = self.self_k[layer] = k_BGTK.new_zeros(B, G, self.max_length, K)
+            values = self.self_v[layer] = v_BGTK.new_zeros(B, G, self.max_length, K)
+        keys.index_copy_(2, self.position, k_BGTK)
+        values.index_copy_(2, self.position, v_BGTK)
+        return keys, values
 
 
 class StaticDecoderSteps:
@@ -67,7 +68,9 @@ class StaticDecoderSteps:
         self.cache = StaticKVCache.empty(len(model.decoder.layers), max_length, device)
         # Relative bias + causal mask for all positions, once (as DecoderSteps): step t uses row t, all keys.
         dtype = bias_dtype(hidden_BSD.dtype, device.type)
-        self.bias_table = model.decoder.self_attention_bias().dense(max_length, max_length, dtype)
+        bias_table = model.decoder.self_attention_bias().dense(max_length, max_length, dtype)
+        assert bias_table is not None  # a decoder's bias is causal, so never empty
+        self.bias_table = bias_table
         self.bias_row = self.bias_table[:, :, :1].clone()
         # No table on purpose: a kernel that builds the bias itself would bake one step's offset into the graph.
         self.step_bias = AttentionBias(None, dense_memo={(1, max_length, dtype): self.bias_row})
@@ -85,7 +88,8 @@ class StaticDecoderSteps:
         )
         return logits_B1V[:, 0].float()
 
-    def _capture(self) -> None:
+    def _capture(self) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+        """The graph of one step and the logits tensor its replays overwrite."""
         # Warm-up on a side stream before capturing (CUDA's rule for graph capture). A step is idempotent for
         # its token and position (it rewrites the same cache slot), so running it again changes nothing.
         stream = torch.cuda.Stream()
@@ -93,9 +97,10 @@ class StaticDecoderSteps:
         with torch.cuda.stream(stream):
             self._forward()
         torch.cuda.current_stream().wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.logits_BV = self._forward()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            logits_BV = self._forward()
+        return graph, logits_BV
 
     def __call__(self, tokens_B: torch.Tensor) -> torch.Tensor:
         """Logits [B, V] (fp32) for the next position, given the tokens chosen at the previous step. The
@@ -107,8 +112,8 @@ class StaticDecoderSteps:
         self.bias_row.copy_(self.bias_table[:, :, t : t + 1])
         if not self.capture or t == 0:  # step 0 computes the cross-attention keys/values, outside any graph
             return self._forward()
-        if self.graph is None:
-            self._capture()
+        if self.graph is None or self.logits_BV is None:
+            self.graph, self.logits_BV = self._capture()
         self.graph.replay()
         return self.logits_BV
 

@@ -150,21 +150,22 @@ class KVCache:
 
     @classmethod
     def empty(cls, num_layers: int, max_length: int) -> KVCache:
-        none = [None] * num_layers
-        return cls(max_length, 0, *(list(none) for _ in range(4)))
+        none: list[torch.Tensor | None] = [None] * num_layers
+        return cls(max_length, 0, list(none), list(none), list(none), list(none))
 
     def append(self, layer: int, k_BGTK: torch.Tensor, v_BGTK: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write this step's keys/values for `layer`; return all keys/values so far."""
-        if self.self_k[layer] is None:
+        keys, values = self.self_k[layer], self.self_v[layer]
+        if keys is None or values is None:
             B, G, _, K = k_BGTK.shape
-            self.self_k[layer] = k_BGTK.new_empty(B, G, self.max_length, K)
-            self.self_v[layer] = v_BGTK.new_empty(B, G, self.max_length, K)
+            keys = self.self_k[layer] = k_BGTK.new_empty(B, G, self.max_length, K)
+            values = self.self_v[layer] = v_BGTK.new_empty(B, G, self.max_length, K)
         end = self.length + k_BGTK.shape[2]
         if end > self.max_length:
             raise ValueError(f"KV cache holds {self.max_length} positions; step would reach {end}")
-        self.self_k[layer][:, :, self.length:end] = k_BGTK
-        self.self_v[layer][:, :, self.length:end] = v_BGTK
-        return self.self_k[layer][:, :, :end], self.self_v[layer][:, :, :end]
+        keys[:, :, self.length:end] = k_BGTK
+        values[:, :, self.length:end] = v_BGTK
+        return keys[:, :, :end], values[:, :, :end]
 
     def reorder(self, index_B: torch.Tensor, cross: bool = True) -> None:
         """Follow beam search: row b of the batch becomes row index_B[b].
@@ -223,11 +224,13 @@ class Attention(nn.Module):
         elif cache is None:
             k, v = self._project_kv(source_BSD)
         else:
-            if cache.cross_k[layer] is None:
+            cached_k, cached_v = cache.cross_k[layer], cache.cross_v[layer]
+            if cached_k is None or cached_v is None:
                 # Stored contiguous: the head-split view would make every later step's matmul copy it.
                 k, v = self._project_kv(source_BSD)
-                cache.cross_k[layer], cache.cross_v[layer] = k.contiguous(), v.contiguous()
-            k, v = cache.cross_k[layer], cache.cross_v[layer]
+                cached_k, cached_v = k.contiguous(), v.contiguous()
+                cache.cross_k[layer], cache.cross_v[layer] = cached_k, cached_v
+            k, v = cached_k, cached_v
         out_BHTK = self.kernel(q_BHTK, k, v, bias, self.dropout if self.training else 0.0)
         B, _, T, _ = out_BHTK.shape
         return self.o(out_BHTK.transpose(1, 2).reshape(B, T, -1))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -91,7 +92,7 @@ class RelativePositionBias(nn.Module):
         self.max_distance = config.relative_attention_max_distance
 
 
-ACTIVATIONS = {
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": F.relu,
     "gelu": F.gelu,
     # transformers maps T5's "gated-gelu" to gelu_new, the tanh approximation; parity needs the same.

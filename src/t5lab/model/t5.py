@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -94,7 +94,8 @@ class Stack(nn.Module):
         if bias is None:
             bias = self.self_attention_bias(offset, mask_BT)
         source_bias = AttentionBias(None, key_padding_mask_BS=source_mask_BS)  # cross-attention: padding only
-        if cache is None and getattr(self.layers[0].self_attn.kernel, "uses_dense_bias", True):
+        first_block = cast(Block, self.layers[0])  # nn.ModuleList indexes as a plain Module
+        if cache is None and getattr(first_block.self_attn.kernel, "uses_dense_bias", True):
             # Dense forms built here, outside the blocks: a block recomputed under activation checkpointing then
             # finds the tensors its first run used instead of building (and saving for backward) fewer of its own.
             dtype = bias_dtype(x_BTD.dtype, x_BTD.device.type)
@@ -220,7 +221,7 @@ class T5(nn.Module):
 
     def num_active_parameters(self, exclude_embeddings: bool = False) -> int:
         """Parameters one token uses: all of them except, in each Switch layer, the experts it is not sent to."""
-        inactive = sum(m.num_inactive_parameters() for m in self.modules() if hasattr(m, "num_inactive_parameters"))
+        inactive = sum(count() for m in self.modules() if (count := getattr(m, "num_inactive_parameters", None)))
         return self.num_parameters(exclude_embeddings) - inactive
 
     @torch.no_grad()
@@ -255,8 +256,8 @@ class T5(nn.Module):
                     if hasattr(module, name):
                         normal(getattr(module, name).weight, c.d_model**-0.5)
                 normal(module.wo.weight, c.d_ff**-0.5)
-            elif hasattr(module, "init_weights") and module is not self:
-                module.init_weights(generator)
+            elif (init := getattr(module, "init_weights", None)) is not None and module is not self:
+                init(generator)
 
 
 def build_model(

@@ -55,11 +55,11 @@ def evaluate(
     if task == "span-corruption":  # a loss on raw text, not a task with splits and a metric
         from t5lab.recipes.heldout import evaluate_span_corruption
 
-        result = evaluate_span_corruption(
+        held_out = evaluate_span_corruption(
             model, data, tokenizer=tokenizer, inputs_length=max_input_length, noise_density=noise_density,
             mean_noise_span_length=mean_span, seed=seed, batch_size=batch_size, device=device, out=out, limit=limit)
-        return {task: {"loss": result.loss, "token_accuracy": result.token_accuracy,
-                       "bits_per_byte": result.bits_per_byte}}
+        return {task: {"loss": held_out.loss, "token_accuracy": held_out.token_accuracy,
+                       "bits_per_byte": held_out.bits_per_byte}}
     # Imported here, not at the top, so that the CLI's other commands do not pay for torch.
     import torch
 

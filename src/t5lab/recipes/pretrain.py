@@ -120,6 +120,7 @@ def pretrain(
     from t5lab.device import resolve_device
     from t5lab.interop.hf import save_pretrained
     from t5lab.kernels import apply
+    from t5lab.model import T5
     from t5lab.recipes.run_outputs import write_pretraining_card
     from t5lab.recipes.sources import pretraining_model, pretraining_tokenizer
     from t5lab.recipes.span_sample import held_out_text, span_fill_sample
@@ -155,7 +156,7 @@ def pretrain(
             meta={"model_config": net.config.to_dict(), "recipe": plan.to_dict()},
         )
         final = out_dir / "final"
-        if result.model is None:  # not rank 0: it alone exports and reports
+        if not isinstance(result.model, T5):  # None off rank 0: rank 0 alone exports and reports
             return final
         net = result.model
         save_pretrained(net, final, tokenizer=tok)

@@ -27,6 +27,7 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.tensor import DTensor
 
 from t5lab.errors import T5LabError
 from t5lab.train.checkpoint import all_finite, list_checkpoints, rng_state, sha256
@@ -62,7 +63,8 @@ def save(root: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimiz
     model_state, optimizer_state = get_state_dict(model, optimizer)
     dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp)
     torch.save({"rng": rng_state(), "data": training["data"]}, tmp / f"rank-{rank:05d}.pt")
-    local = [t.to_local() if hasattr(t, "to_local") else t for t in model_state.values()]
+    tensors = [t for t in model_state.values() if isinstance(t, torch.Tensor)]  # a model's state: all of them
+    local = [t.to_local() if isinstance(t, DTensor) else t for t in tensors]
     device = local[0].device if local else torch.device("cpu")  # NCCL reduces CUDA tensors only
     finite = sum_over_ranks(torch.tensor(float(not all_finite(local)), device=device)).item() == 0
     if rank == 0:
@@ -100,7 +102,7 @@ def read_training(path: Path) -> dict[str, Any]:
 def load_weights(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
     """Load model and optimiser state, resharded to this world (or into a plain process)."""
     model_state, optimizer_state = get_state_dict(model, optimizer)
-    state = {"model": model_state, "optimizer": optimizer_state}
+    state: dict[str, Any] = {"model": model_state, "optimizer": optimizer_state}  # dcp.load fills it in place
     try:
         with warnings.catch_warnings():
             # Without torchrun DCP warns that it "assumes the intent is to load in a single process": it is.

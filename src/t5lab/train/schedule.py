@@ -45,11 +45,12 @@ class WarmupSchedule(torch.optim.lr_scheduler.LRScheduler):
         self.kind, self.warmup, self.total, self.final_lr = kind, warmup, total, final_lr
         super().__init__(optimizer)
 
-    def get_lr(self) -> list[float]:
+    def get_lr(self) -> list[float | torch.Tensor]:  # the base class's type: torch allows tensor lrs
         step = self.last_epoch
-        peak = max(self.base_lrs)
+        base_lrs = [float(base) for base in self.base_lrs]
+        peak = max(base_lrs)
         return [
             lr_at(step, kind=self.kind, lr=base, warmup=self.warmup, total=self.total,
                   final_lr=self.final_lr * base / peak)
-            for base in self.base_lrs
+            for base in base_lrs
         ]

@@ -21,13 +21,21 @@ def decode_label(prediction: str, label_names: Sequence[str]) -> int:
     return label_names.index(text) if text in label_names else -1
 
 
+def gold_labels(examples: Sequence[Example]) -> list[int]:
+    """The examples' class indices (`Task.score` refuses unlabelled examples before a scorer runs)."""
+    labels = [e.label for e in examples if e.label is not None]
+    if len(labels) != len(examples):
+        raise T5LabError("cannot score unlabelled examples (a test split has no labels)")
+    return labels
+
+
 def label_scorer(label_names: Sequence[str], names: Sequence[str]) -> Scorer:
     """Scorer computing the named metrics ("accuracy", "f1", "macro_f1", "matthews") over decoded labels."""
     label_names = tuple(label_names)
 
     def score(predictions: Sequence[str], examples: Sequence[Example]) -> dict[str, float]:
         pred = [decode_label(p, label_names) for p in predictions]
-        gold = [e.label for e in examples]
+        gold = gold_labels(examples)
         fns = {
             "accuracy": lambda: metrics.accuracy(gold, pred),
             "f1": lambda: metrics.binary_f1(gold, pred),
@@ -42,7 +50,7 @@ def label_scorer(label_names: Sequence[str], names: Sequence[str]) -> Scorer:
 def multirc_scorer(predictions: Sequence[str], examples: Sequence[Example]) -> dict[str, float]:
     """F1 over all answer options and exact match per question (`Example.group`)."""
     pred = [decode_label(p, ("False", "True")) for p in predictions]
-    gold = [e.label for e in examples]
+    gold = gold_labels(examples)
     return metrics.multirc_scores(gold, pred, [e.group for e in examples])
 
 
