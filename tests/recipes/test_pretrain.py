@@ -181,3 +181,13 @@ def test_packaged_recipes_parse():
     assert nano.data.inputs_length == 512
     quick = parse_recipe(*find_recipe("quickstart-cpu"), {"train": {"steps": 7}, "model": "t5-efficient-mini"})
     assert quick.train.steps == 7 and quick.model_overrides == {"dropout": 0.0}
+
+
+def test_own_data_with_the_builtin_tokenizer_says_so(recipe, tmp_path, capsys):
+    corpus = recipe.parent / "corpus.txt"
+    assert main(["pretrain", "--recipe", str(recipe), "--tokenizer", "builtin", "--data", str(corpus),
+                 "--out", str(tmp_path / "run"), "--steps", "1", "--progress", "false", "--precision", "fp32"]) == 0
+    assert "the tokenizer is the built-in one" in capsys.readouterr().err
+    assert main(["pretrain", "--recipe", str(recipe), "--data", str(corpus), "--out", str(tmp_path / "own"),
+                 "--steps", "1", "--progress", "false", "--precision", "fp32"]) == 0
+    assert "built-in one" not in capsys.readouterr().err  # the recipe's own tokenizer: nothing to say

@@ -116,9 +116,11 @@ def pretrain(
         print(plan.to_yaml(), end="")
         return None
 
+    from t5lab.data.builtin_corpus import BUILTIN
     from t5lab.data.pretraining import PretrainingStream
     from t5lab.device import resolve_device
     from t5lab.interop.hf import save_pretrained
+    from t5lab.interop.hub import resolve_checkpoint
     from t5lab.kernels import apply
     from t5lab.model import T5
     from t5lab.recipes.run_outputs import write_pretraining_card
@@ -149,6 +151,12 @@ def pretrain(
         held_out = plan.data.eval_fraction > 0 and plan.train.eval_batches > 0
         if ranks.is_main:
             plan.save(out_dir / RESOLVED)
+        if (plan.tokenizer == BUILTIN and tuple(plan.data.sources) != (BUILTIN,) and ranks.is_main
+                and resolve_checkpoint(plan.model) is None):  # a checkpoint's own spiece.model wins over builtin
+            # Said once the data is known to read (a bad --data fails first, in one line).
+            print(f"t5lab: --data is your text but the tokenizer is the built-in one ({tok.vocab_size:,} ids, "
+                  "trained on Python's documentation); for other text give --tokenizer (e.g. T5's spiece.model) "
+                  "or train one: t5lab tokenizer train --data ... --vocab-size N --out DIR", file=sys.stderr)
         result = train(
             net, plan.train, train_stream, out_dir,
             eval_batches=(lambda: PretrainingStream(plan.data, tok, split="eval")) if held_out else None,
