@@ -167,7 +167,7 @@ def pretrain(
         if not isinstance(result.model, T5):  # None off rank 0: rank 0 alone exports and reports
             return final
         net = result.model
-        save_pretrained(net, final, tokenizer=tok)
+        save_pretrained(net, final, tokenizer=tok, max_shard_size=5 * 2**30)  # large models: shards + index
         write_pretraining_card(final / "README.md", net, plan, result,
                                read_metrics(result.metrics) if result.metrics else [])
     first, last = _logged_losses(result.metrics)
