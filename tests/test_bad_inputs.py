@@ -26,6 +26,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from shared_test_data import shared_data_dir
 
 from t5lab import ModelConfig, T5LabError, build_model, from_name
 from t5lab.cli import main
@@ -147,7 +148,17 @@ MISSING = "/nonexistent/t5lab-missing"
 ])
 def test_missing_files_are_one_line(capsys, tmp_path, argv, expected):
     out = ["--out", tmp_path / "out"] if argv[0] in ("pretrain", "finetune") else []
-    one_line(capsys, expected, *argv, *out)
+    one_line(capsys, expected, *argv, *_task_data(argv), *out)
+
+
+def _task_data(argv: list) -> list:
+    """A task command finds its data folder before it loads the model: give it the real one (skip without it),
+    so that the fault under test is the one reported."""
+    if argv[0] not in ("evaluate", "finetune") or "--task" not in argv:
+        return []
+    if not shared_data_dir().is_dir():
+        pytest.skip(f"real data folder {shared_data_dir()} is absent")
+    return ["--data-dir", shared_data_dir()]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -270,7 +281,7 @@ def test_task_tsv_with_invalid_utf8_names_file_and_line(capsys, lab, tmp_path):
     (["evaluate", "--task", "glue/sst2", "--model", "t5-efficient-tiny", "--split", "nope"], "nope"),
 ])
 def test_bad_names_are_one_line(capsys, argv, expected):
-    one_line(capsys, expected, *argv)
+    one_line(capsys, expected, *argv, *_task_data(argv))
 
 
 @pytest.mark.parametrize("flags, expected", [

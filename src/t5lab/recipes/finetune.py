@@ -119,12 +119,13 @@ def finetune(
     tokenizer, data_dir, device, seed = given["tokenizer"], given["data_dir"], given["device"], given["seed"]
     num_beams, max_new_tokens = given["num_beams"], given["max_new_tokens"]
     max_input_length, max_target_length = given["max_input_length"], given["max_target_length"]
-    tasks = resolve_tasks(task)
-    root = resolve_data_dir(data_dir, tasks)
+    # The arguments' own checks first: they need no files.
     if early_stopping_patience is not None and early_stopping_patience < 1:
         raise T5LabError(f"early_stopping_patience={early_stopping_patience}: expected a positive number")
     if lora_merge and not lora_rank:
         raise T5LabError("lora_merge: expected lora_rank too (merging needs adapters to merge)")
+    tasks = resolve_tasks(task)
+    root = resolve_data_dir(data_dir, tasks)
     config = TrainConfig(
         steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr or DEFAULT_LR[optimizer],
         optimizer=optimizer, schedule=schedule, warmup=warmup, final_lr=0.0, weight_decay=weight_decay,
