@@ -189,6 +189,7 @@ def test_finetune_with_lora_saves_adapters_and_a_merged_folder(shared_data, spie
     assert saved["base_model_name_or_path"] == str((out / "base").resolve())
     assert (out / "base" / "model.safetensors").is_file() and not (best / "model.safetensors").exists()
     assert (best / "predictions.jsonl").is_file() and (best / "spiece.model").is_file()
+    assert "- optimizer: adamw" in (best / "README.md").read_text()  # LoRA's default: Adafactor barely moves B = 0
     base = load_pretrained(out / "base")
     ours = lora.load_adapter(load_pretrained(out / "base"), best)
     assert any((p != 0).any() for n, p in ours.named_parameters() if "lora_B" in n)  # the adapters trained
