@@ -12,10 +12,9 @@ import torch
 from t5lab.errors import T5LabError
 from t5lab.interop.hf import check_device, load_pretrained, with_attention
 from t5lab.interop.hub import resolve_checkpoint
+from t5lab.interop.peft import ADAPTER_CONFIG
 from t5lab.model import T5, build_model
 from t5lab.shapes import from_name
-
-ADAPTER_CONFIG = "adapter_config.json"
 
 
 def load_model(

@@ -16,7 +16,6 @@ A DCP checkpoint also loads in a plain process without torchrun (DCP reads witho
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import warnings
@@ -30,6 +29,7 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 from torch.distributed.tensor import DTensor
 
 from t5lab.errors import T5LabError
+from t5lab.files import replace_dir_atomic
 from t5lab.train.checkpoint import all_finite, list_checkpoints, rng_state, sha256
 from t5lab.train.distributed import barrier, broadcast_text, sum_over_ranks, world
 
@@ -38,14 +38,6 @@ METADATA = ".metadata"
 
 def is_distributed_checkpoint(path: Path) -> bool:
     return (path / METADATA).is_file()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def save(root: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, training: dict[str, Any],
@@ -75,13 +67,8 @@ def save(root: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimiz
         files = {f.name: sha256(f) for f in sorted(tmp.iterdir())}
         record = {"step": step, "finite": finite, "files": files, **meta}
         (tmp / "meta.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
-        for f in tmp.iterdir():
-            _fsync(f)
-        _fsync(tmp)
-        if final.exists():  # the same step saved again (the end of a run that had just saved)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync(root)
+        # fsync'ed and renamed into place; the same step may be saved again (the end of a run that had just saved).
+        replace_dir_atomic(tmp, final)
         for old in list_checkpoints(root)[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)
     barrier()  # no rank reads or saves again before the folder is in place
